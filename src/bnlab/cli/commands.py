@@ -1,0 +1,241 @@
+"""The study commands: ``demo``, ``run``, ``report``, ``list``.
+
+Each is a thin layer over the library — :func:`bnlab.study.run`,
+:func:`bnlab.report.render_html`, :func:`bnlab.report.export`,
+:mod:`bnlab.report.terminal` — that parses options and prints where things went.
+Library imports happen inside the functions so ``bnlab --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+LIST_KINDS = ("presets", "datasets", "studies")
+
+StoreOption = Annotated[
+    Path, typer.Option("--store", help="SQLite file that keeps every finished run (resumable).")
+]
+EngineOption = Annotated[
+    str,
+    typer.Option("--engine", help="auto | sequential | stacked (K models of one shape at once)."),
+]
+DeviceOption = Annotated[str, typer.Option("--device", help="cpu | cuda | auto.")]
+JobsOption = Annotated[
+    int, typer.Option("--jobs", help="Runs trained in parallel processes (CPU).")
+]
+
+
+def _console() -> Console:
+    return Console(highlight=False)
+
+
+def _label(result: Any) -> str | None:
+    """``name@version`` of the study a :class:`bnlab.study.StudyResult` belongs to."""
+    name = getattr(result, "study", None)
+    version = getattr(result, "version", None)
+    if not isinstance(name, str):
+        return None
+    if "@" in name or version is None:  # already a label such as "demo@2"
+        return name
+    return f"{name}@{version}"
+
+
+def _run_and_summarize(study: str, store: Path, **options: Any):
+    """Run (or resume) ``study`` into ``store``, print its summary, return its StudyData."""
+    from bnlab.report.source import collect
+    from bnlab.report.terminal import print_summary
+    from bnlab.study import run
+
+    result = run(study, store=store, **options)
+    data = collect(store, _label(result))
+    print_summary(data, console=_console())
+    return data
+
+
+def demo(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Where to write the HTML report.")
+    ] = Path("report.html"),
+    store: Annotated[
+        Path | None,
+        typer.Option(
+            "--store", help="Keep the runs in this SQLite file (default: a temporary one)."
+        ),
+    ] = None,
+    engine: EngineOption = "auto",
+    device: DeviceOption = "cpu",
+    jobs: JobsOption = 1,
+    new: Annotated[
+        bool, typer.Option("--new", help="With --store: start a new version of the demo study.")
+    ] = False,
+) -> None:
+    """Run the built-in demo study and write its HTML report.
+
+    Digits (8x8, raw 0-255 pixels, a few hundred training images), batch 32, 10 epochs:
+    no BN vs BN with Keras's default momentum 0.99 vs BN momentum 0.8, several seeds each.
+    Under three minutes on two CPU cores; needs no download. Prints the summary and ends
+    with the path of the report.
+    """
+    from bnlab.report import render_html
+
+    with tempfile.TemporaryDirectory(prefix="bnlab-demo-") as tmp:
+        path = store if store is not None else Path(tmp) / "demo.db"
+        data = _run_and_summarize("demo", path, engine=engine, device=device, jobs=jobs, new=new)
+        written = render_html(data, out)
+    console = _console()
+    if store is not None:
+        console.print(
+            escape(f"Runs kept in {store} (re-render with: bnlab report {store} -o {out})."),
+            soft_wrap=True,
+        )
+    console.print(
+        f"[bold]Report: {escape(str(written.resolve()))}[/] — open it in a browser.", soft_wrap=True
+    )
+
+
+def run_study(
+    study: Annotated[
+        str, typer.Argument(help="A study TOML file or a built-in name (bnlab list studies).")
+    ],
+    store: StoreOption = Path("runs.db"),
+    engine: EngineOption = "auto",
+    device: DeviceOption = "cpu",
+    jobs: JobsOption = 1,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Folder that holds the study's data files.")
+    ] = None,
+    new: Annotated[
+        bool, typer.Option("--new", help="Start a new version of a study whose spec changed.")
+    ] = False,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Also write the HTML report to this file.")
+    ] = None,
+) -> None:
+    """Train every (variant, seed) of a study not yet finished in the store, then summarize.
+
+    Every finished run is committed to the store before the next starts: interrupt it
+    any time and run the same command again to continue.
+    """
+    options: dict[str, Any] = dict(engine=engine, device=device, jobs=jobs, new=new)
+    if data_dir is not None:
+        options["data_dir"] = data_dir
+    data = _run_and_summarize(study, store, **options)
+    console = _console()
+    if report is not None:
+        from bnlab.report import render_html
+
+        written = render_html(data, report)
+        console.print(f"[bold]Report: {escape(str(written.resolve()))}[/]", soft_wrap=True)
+    else:
+        console.print(
+            escape(f"Runs in {store}; HTML report: bnlab report {store} -o report.html"),
+            soft_wrap=True,
+        )
+
+
+def report(
+    store: Annotated[Path, typer.Argument(help="The SQLite store written by bnlab run / demo.")],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Output file (default: report.html, or STORE.<format>)."),
+    ] = None,
+    format: Annotated[
+        str, typer.Option("--format", "-f", help="html | csv | parquet | json.")
+    ] = "html",
+    study: Annotated[
+        str | None,
+        typer.Option(
+            "--study", help="Which study of the store: NAME or NAME@VERSION (default: latest)."
+        ),
+    ] = None,
+    doctor: Annotated[
+        Path | None,
+        typer.Option(
+            "--doctor", help="Add a Doctor section from a findings file (bnlab doctor --json)."
+        ),
+    ] = None,
+) -> None:
+    """Write the HTML report of a study, or export its data (run x epoch and runs tables)."""
+    from bnlab._validation import check_choice
+    from bnlab.report import FORMATS, export, render_html
+
+    check_choice("format", format, ("html", *FORMATS))
+    console = _console()
+    if format == "html":
+        findings = None if doctor is None else _read_findings(doctor)
+        written = render_html(store, out or Path("report.html"), study=study, diagnoses=findings)
+        console.print(
+            f"[bold]Report: {escape(str(written.resolve()))}[/] — open it in a browser.",
+            soft_wrap=True,
+        )
+        return
+    paths = export(store, out or store.with_suffix(f".{format}"), format, study=study)
+    for path in paths:
+        console.print(escape(f"Wrote {path}"), soft_wrap=True)
+
+
+def _read_findings(path: Path) -> list[dict[str, Any]]:
+    """Doctor findings from JSON: a list of findings or an object with a ``findings`` list."""
+    import json
+
+    from bnlab.errors import DataError
+
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise DataError(f"doctor: cannot read {str(path)!r} ({exc.strerror or exc})") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"doctor: {str(path)!r} is not JSON ({exc})") from None
+    findings = payload.get("findings") if isinstance(payload, dict) else payload
+    if not isinstance(findings, list) or not all(isinstance(f, dict) for f in findings):
+        raise DataError(
+            f"doctor: {str(path)!r} holds no list of findings (expected the output of "
+            "bnlab doctor --json)"
+        )
+    return findings
+
+
+def list_things(
+    what: Annotated[
+        str | None, typer.Argument(help="presets | datasets | studies (default: all three).")
+    ] = None,
+) -> None:
+    """List the model presets, the datasets and the built-in studies bnlab knows."""
+    from bnlab._validation import check_choice
+
+    kinds = LIST_KINDS if what is None else (check_choice("what", what, LIST_KINDS),)
+    console = _console()
+    for kind in kinds:
+        table = Table(
+            title=kind,
+            title_justify="left",
+            title_style="bold",
+            show_header=False,
+            box=None,
+            padding=(0, 2),
+        )
+        table.add_column("name", style="bold")
+        if kind == "studies":
+            from bnlab.study import builtin_studies
+
+            table.add_column("question")
+            for name, question in builtin_studies():
+                table.add_row(name, question)
+        elif kind == "presets":
+            from bnlab.models import presets
+
+            for name in presets():
+                table.add_row(name)
+        else:
+            from bnlab.data import datasets
+
+            for name in datasets():
+                table.add_row(name)
+        console.print(table)

@@ -1,0 +1,58 @@
+"""The doctor's checks: pure functions ``Exam -> list[Finding]``, written once for every framework.
+
+:data:`CHECKS` maps each stable finding id to its check, in report order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from bnlab.doctor.checks.behaviour import check_stale_running_stats, check_train_eval_gap
+from bnlab.doctor.checks.settings import (
+    check_frozen_bn_in_train_mode,
+    check_small_batch,
+    check_torch_momentum_looks_like_keras,
+)
+from bnlab.doctor.checks.statistics import (
+    check_degenerate_channels,
+    check_momentum_too_high_for_steps,
+    check_unnormalized_inputs,
+)
+from bnlab.doctor.checks.structure import (
+    check_bias_before_bn,
+    check_bn_before_output,
+    check_dropout_before_bn,
+    check_l2_with_bn,
+)
+from bnlab.doctor.exam import Exam
+from bnlab.doctor.findings import Finding
+
+Check = Callable[[Exam], list[Finding]]
+
+CHECKS: dict[str, Check] = {
+    "stale-running-stats": check_stale_running_stats,
+    "momentum-too-high-for-steps": check_momentum_too_high_for_steps,
+    "torch-momentum-looks-like-keras": check_torch_momentum_looks_like_keras,
+    "small-batch": check_small_batch,
+    "bn-before-output": check_bn_before_output,
+    "dropout-before-bn": check_dropout_before_bn,
+    "bias-before-bn": check_bias_before_bn,
+    "l2-with-bn": check_l2_with_bn,
+    "frozen-bn-in-train-mode": check_frozen_bn_in_train_mode,
+    "degenerate-channels": check_degenerate_channels,
+    "unnormalized-inputs": check_unnormalized_inputs,
+    "train-eval-gap": check_train_eval_gap,
+}
+
+FINDING_IDS: tuple[str, ...] = tuple(CHECKS)
+
+
+def run_checks(exam: Exam) -> list[Finding]:
+    """Every check's findings, in :data:`CHECKS` order."""
+    findings: list[Finding] = []
+    for check in CHECKS.values():
+        findings.extend(check(exam))
+    return findings
+
+
+__all__ = ["CHECKS", "FINDING_IDS", "run_checks"]

@@ -1,0 +1,92 @@
+"""Render a :class:`~bnlab.doctor.findings.Diagnosis` for a terminal (rich) and for HTML."""
+
+from __future__ import annotations
+
+import html as _html
+import json
+from typing import TYPE_CHECKING
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+if TYPE_CHECKING:
+    from bnlab.doctor.findings import Diagnosis
+
+_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+_HTML_COLOUR = {"error": "#b00020", "warning": "#9a6700", "info": "#0b6e99"}
+_CONFIRMED = {True: "yes", False: "no", None: "-"}
+
+
+def _summary(diagnosis: Diagnosis) -> str:
+    info = diagnosis.model_info
+    parts = [f"{info.get('framework', '?')} model", f"{info.get('bn_layers', 0)} BN layer(s)"]
+    if info.get("train_mode_accuracy") is not None:
+        parts.append(
+            f"accuracy on the training data: {info['train_mode_accuracy']:.4f} in train mode, "
+            f"{info['inference_accuracy']:.4f} in inference mode"
+        )
+    parts.append(f"{diagnosis.passes} pass(es) over the data")
+    return "; ".join(parts)
+
+
+def rich_table(diagnosis: Diagnosis) -> Table:
+    table = Table(title="BN doctor", show_lines=True, expand=False)
+    for name in ("severity", "id", "layer", "message", "fix", "confirmed"):
+        table.add_column(name, overflow="fold")
+    for f in diagnosis.sorted_findings():
+        table.add_row(
+            Text(f.severity, style=_STYLE[f.severity]),
+            f.id,
+            f.layer or "(model)",
+            f.message,
+            f.fix,
+            _CONFIRMED[f.confirmed],
+        )
+    return table
+
+
+def rich_renderable(diagnosis: Diagnosis) -> Group:
+    head = Text(_summary(diagnosis), style="dim")
+    if not diagnosis.findings:
+        return Group(head, Text("healthy: no BN problem found", style="bold green"))
+    verdict = (
+        Text("healthy (remarks only)", style="bold green")
+        if diagnosis.healthy
+        else Text(f"{len(diagnosis.findings)} finding(s)", style="bold")
+    )
+    return Group(head, rich_table(diagnosis), verdict)
+
+
+def html_section(diagnosis: Diagnosis) -> str:
+    esc = _html.escape
+    rows = []
+    for f in diagnosis.sorted_findings():
+        evidence = esc(json.dumps(f.evidence, indent=1, sort_keys=True))
+        rows.append(
+            "<tr>"
+            f'<td style="color:{_HTML_COLOUR[f.severity]};font-weight:bold">{esc(f.severity)}</td>'
+            f"<td><code>{esc(f.id)}</code></td>"
+            f"<td><code>{esc(f.layer or '(model)')}</code></td>"
+            f"<td>{esc(f.message)}</td>"
+            f"<td>{esc(f.fix)}</td>"
+            f"<td>{_CONFIRMED[f.confirmed]}</td>"
+            f"<td><details><summary>numbers</summary><pre>{evidence}</pre></details></td>"
+            "</tr>"
+        )
+    if rows:
+        body = (
+            '<table class="bnlab-doctor-findings" style="border-collapse:collapse">'
+            "<thead><tr><th>severity</th><th>id</th><th>layer</th><th>message</th>"
+            "<th>fix</th><th>confirmed</th><th>evidence</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>"
+        )
+    else:
+        body = "<p><strong>healthy</strong>: no BN problem found.</p>"
+    return (
+        '<section class="bnlab-doctor">'
+        "<h2>BN doctor</h2>"
+        f"<p>{esc(_summary(diagnosis))}</p>"
+        f"{body}"
+        "</section>"
+    )

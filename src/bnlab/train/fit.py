@@ -1,0 +1,396 @@
+"""``fit``: train a bnlab model the way Keras's ``model.fit`` trains the seed's model.
+
+What one epoch does (Keras 3 semantics unless noted):
+
+1. shuffle the training set from the run seed (:mod:`bnlab.train.batching`; a last batch of
+   one sample is merged into the previous batch -- Keras would feed it alone);
+2. per batch, in training mode: optional augmentation, forward, ``data_loss +
+   regularization_loss``, backward, optimizer step, constraints (:mod:`bnlab.train.step`);
+3. at epoch end, in inference mode: the validation set (``x_val`` or else the test set, as
+   the seeds pass their test set as ``validation_data``), the training set
+   (``train_eval_*``: one extra forward pass over the training set, no backward -- about a
+   third of an epoch's compute), the test set when a validation set exists, and, with
+   ``precise_eval=True``, the same on a copy whose BN statistics were recomputed exactly on
+   the training set (one more forward pass to collect them, plus the two evaluations).
+
+Only two host synchronisations happen per epoch: one reading the accumulated training
+sums (which is also the NaN/inf check) and one reading the evaluation sums.
+
+A NaN/inf training loss (or evaluation loss) stops training after that epoch: the epoch is
+recorded, ``history.diverged_at_epoch`` is set and no exception is raised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from bnlab._validation import check_choice, check_positive_int
+from bnlab.errors import ConfigError, DataError
+from bnlab.nn import regularization_loss
+from bnlab.train.batching import batch_order, batch_sizes
+from bnlab.train.class_weight import describe, resolve_class_weight
+from bnlab.train.evaluation import (
+    batchnorm_layers,
+    eval_batch_size,
+    evaluate_sums,
+    mode,
+    precise_copy,
+    uses_batch_statistics,
+)
+from bnlab.train.history import History
+from bnlab.train.optimizers import OptimizerSpec, make_optimizer, optimizer_name, resolve_lr
+from bnlab.train.progress import EpochProgress, progress_enabled
+from bnlab.train.seeding import check_seed, derive_seed
+from bnlab.train.step import train_step
+
+EpochCallback = Callable[[int, dict], Any]
+
+
+def fit(
+    model: nn.Module,
+    dataset,
+    *,
+    epochs: int,
+    batch_size: int = 32,
+    optimizer: OptimizerSpec = "adam",
+    lr: float | None = None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    class_weight: str | dict | None = None,
+    precise_eval: bool = False,
+    augment=None,
+    progress: bool | None = None,
+    on_epoch_end: EpochCallback | None = None,
+    optimizer_options: dict | None = None,
+    loss_epsilon: float | None = None,
+) -> History:
+    """Train ``model`` on ``dataset`` in place and return its :class:`History`.
+
+    Parameters
+    ----------
+    model:
+        A module returning logits, ``(N, C)`` or ``(N, 1)`` for a binary task. Its weights
+        are used as they are: build it inside :func:`bnlab.train.seeded` for reproducible
+        initial weights. It is moved to ``device``; its train/eval flags are restored.
+    dataset:
+        A :class:`bnlab.data.Dataset` (float32 inputs, int64 class indices).
+    epochs, batch_size:
+        Passes over the training set and samples per step (Keras's ``fit`` defaults to 32).
+    optimizer, lr, optimizer_options:
+        ``"adam"`` (Keras defaults: lr 1e-3, beta_1 0.9, beta_2 0.999, epsilon 1e-7),
+        ``"sgd"`` (lr 0.01, ``momentum`` in ``optimizer_options``) or ``"rmsprop"`` (lr
+        1e-3, rho 0.9, epsilon 1e-7), each with Keras's exact update
+        (:mod:`bnlab.train.optimizers`); or a factory ``f(params, **options)``.
+    seed:
+        Shuffling, dropout masks and augmentation draw from independent streams derived
+        from it (:mod:`bnlab.train.seeding`). Same seed, same model, same data: same run
+        on CPU, bit for bit.
+    device:
+        ``"cpu"``, ``"cuda"`` (or ``"cuda:N"``) or ``"auto"`` (CUDA when available). Data
+        are moved to the device once.
+    class_weight:
+        ``None``, ``"balanced"`` (scikit-learn's formula) or ``{class_index: weight}``;
+        scales each training sample's loss as Keras does. Evaluation is unweighted, and so
+        is the training ``accuracy`` (Keras weights it; bnlab does not, so that ``accuracy``
+        and ``train_eval_accuracy`` measure the same thing).
+    precise_eval:
+        Also record ``precise_val_accuracy`` and ``precise_train_eval_accuracy``:
+        evaluations with exact BN statistics recomputed on the training set (on a copy).
+        For a model without BN they equal the plain accuracies and cost nothing.
+    augment:
+        An :class:`bnlab.train.augment.Augmenter` or its options dict, applied to each
+        training batch (never at evaluation) with a generator seeded from ``seed``.
+    progress:
+        ``None``: a rich progress bar on an interactive stderr unless ``BNLAB_NO_PROGRESS``
+        is set; ``True``/``False`` force it on/off.
+    on_epoch_end:
+        ``f(epoch, logs)`` after each epoch; ``epoch`` is 1-based, ``logs`` a copy of the
+        epoch's metrics.
+    loss_epsilon:
+        ``None`` (default): cross-entropy from the logits, as the seeds' Keras/TensorFlow
+        ran it. ``1e-7``: Keras's torch backend, which clips probabilities
+        (:mod:`bnlab.train.losses`).
+    """
+    epochs = check_positive_int("epochs", epochs)
+    batch_size = check_positive_int("batch_size", batch_size)
+    seed = check_seed(seed)
+    lr = resolve_lr(optimizer, lr)
+    if not isinstance(precise_eval, bool):
+        raise ConfigError(f"precise_eval: {precise_eval!r} is not True or False")
+    if on_epoch_end is not None and not callable(on_epoch_end):
+        raise ConfigError(f"on_epoch_end: {on_epoch_end!r} is not callable")
+    if optimizer_options is not None and not isinstance(optimizer_options, dict):
+        raise ConfigError(f"optimizer_options: {optimizer_options!r} is not a dict")
+    if loss_epsilon is not None and not (
+        isinstance(loss_epsilon, float) and 0 < loss_epsilon < 0.5
+    ):
+        raise ConfigError(f"loss_epsilon: {loss_epsilon!r} is not None or a float in (0, 0.5)")
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model: {type(model).__name__} is not a torch.nn.Module")
+    show_progress = progress_enabled(progress)
+    device = resolve_device(device)
+
+    x_train, y_train = _checked_split(dataset, "train")
+    if dataset.x_val is not None:
+        val_source = "validation"
+        x_val, y_val = _checked_split(dataset, "val")
+    else:
+        val_source = "test"
+        x_val, y_val = _checked_split(dataset, "test")
+    n_train = x_train.shape[0]
+    if uses_batch_statistics(model):
+        if batch_size < 2:
+            raise ConfigError(
+                f"batch_size: {batch_size} is not >= 2; the model has BatchNorm layers in "
+                "training mode, whose batch statistics need at least 2 samples"
+            )
+        if n_train < 2:
+            raise DataError(
+                f"x_train: {n_train} sample is not enough for a model with BatchNorm layers "
+                "in training mode (batch statistics need at least 2 samples)"
+            )
+
+    model.to(device)
+    # Inputs take the model's floating dtype (a float64 model trains on float32 data).
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    x_train, y_train = x_train.to(device, dtype), y_train.to(device)
+    x_val, y_val = x_val.to(device, dtype), y_val.to(device)
+    x_test, y_test = (None, None)
+    if val_source == "validation":
+        x_test, y_test = _checked_split(dataset, "test")
+        x_test, y_test = x_test.to(device, dtype), y_test.to(device)
+
+    num_outputs = _probe_outputs(model, x_train)
+    num_classes = 2 if num_outputs == 1 else num_outputs
+    val_name = "y_val" if val_source == "validation" else "y_test"
+    for name, y in (("y_train", y_train), (val_name, y_val), ("y_test", y_test)):
+        _check_labels(name, y, num_classes)
+    weights = resolve_class_weight(class_weight, y_train, num_classes)
+    if weights is not None:
+        weights = weights.to(device)
+
+    opt = make_optimizer(optimizer, model.parameters(), lr, **(optimizer_options or {}))
+    augmenter = _resolve_augment(augment)
+    eval_bs = eval_batch_size(batch_size, x_train[0].numel())
+    has_bn = bool(batchnorm_layers(model))
+    history = History(
+        params={
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "steps": len(batch_sizes(n_train, batch_size)),
+            "optimizer": optimizer_name(optimizer),
+            "lr": lr,
+            "optimizer_options": dict(optimizer_options or {}),
+            "seed": seed,
+            "device": str(device),
+            "class_weight": describe(weights),
+            "precise_eval": precise_eval,
+            "augment": None if augmenter is None else augmenter.to_options(),
+            "val_source": val_source,
+            "task": "binary" if num_outputs == 1 else "multiclass",
+            "num_train": n_train,
+            "num_val": int(x_val.shape[0]),
+            "eval_batch_size": eval_bs,
+            "loss_epsilon": loss_epsilon,
+        }
+    )
+    eval_keys = [f"{s}_{m}" for s in ("val", "train_eval") for m in ("loss", "accuracy")]
+    if x_test is not None:
+        eval_keys += ["test_loss", "test_accuracy"]
+    if precise_eval:
+        eval_keys += ["precise_val_accuracy", "precise_train_eval_accuracy"]
+    aug_gen = None
+    if augmenter is not None:
+        aug_gen = torch.Generator(device=device).manual_seed(derive_seed(seed, "augment"))
+
+    start = time.perf_counter()
+    with (
+        _dropout_rng(device, derive_seed(seed, "dropout")),
+        mode(model, True),
+        EpochProgress(show_progress, epochs) as bar,
+    ):
+        for epoch in range(1, epochs + 1):
+            model.train()
+            sums = torch.zeros(3, dtype=torch.float64, device=device)
+            correct = torch.zeros((), dtype=torch.int64, device=device)
+            for idx in batch_order(n_train, batch_size, seed, epoch, device=device):
+                xb, yb = x_train[idx], y_train[idx]
+                if augmenter is not None:
+                    xb = augmenter.apply(xb, aug_gen)
+                sw = None if weights is None else weights[yb]
+                loss, data, reg, ok = train_step(model, opt, xb, yb, sw, loss_epsilon=loss_epsilon)
+                # Keras's Mean tracker: batch values weighted by batch size.
+                sums.add_(torch.stack((loss, data, reg)).double(), alpha=idx.numel())
+                correct += ok
+            loss, data, reg, hits = (torch.cat((sums, correct.double().view(1))) / n_train).tolist()
+            logs = {"loss": loss, "data_loss": data, "reg_loss": reg, "accuracy": hits}
+            if not math.isfinite(loss):
+                # A diverged model is not evaluated; its epoch still gets every key.
+                logs.update(dict.fromkeys(eval_keys, math.nan))
+            else:
+                logs.update(
+                    _epoch_evaluation(
+                        model,
+                        x_train,
+                        y_train,
+                        x_val,
+                        y_val,
+                        x_test,
+                        y_test,
+                        eval_bs,
+                        precise_eval and has_bn,
+                        precise_eval,
+                        loss_epsilon,
+                    )
+                )
+            if not all(math.isfinite(logs.get(k, math.nan)) for k in ("loss", "val_loss")):
+                history.diverged_at_epoch = epoch
+            history.append(epoch, logs)
+            bar.update(epoch, logs)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, dict(logs))
+            if history.diverged:
+                break
+    history.seconds = time.perf_counter() - start
+    return history
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"`` or a ``torch.device`` -> a device."""
+    if isinstance(device, torch.device):
+        resolved = device
+    elif isinstance(device, str) and device.startswith("cuda:") and device[5:].isdigit():
+        resolved = torch.device(device)
+    else:
+        check_choice("device", device, ("cpu", "cuda", "auto"))
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device: {str(device)!r} is not available (no CUDA device); use 'cpu'")
+    if resolved.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device: {str(device)!r} is not one of 'cpu', 'cuda', 'auto'")
+    return resolved
+
+
+def _epoch_evaluation(
+    model,
+    x_train,
+    y_train,
+    x_val,
+    y_val,
+    x_test,
+    y_test,
+    eval_bs,
+    recompute,
+    precise,
+    loss_epsilon,
+) -> dict[str, float]:
+    """Every inference-mode metric of one epoch, read from the device in one transfer."""
+    sets = {"val": (x_val, y_val), "train_eval": (x_train, y_train)}
+    if x_test is not None:
+        sets["test"] = (x_test, y_test)
+    names, values = [], []
+    for name, (x, y) in sets.items():
+        loss_sum, correct = evaluate_sums(model, x, y, eval_bs, loss_epsilon=loss_epsilon)
+        names += [f"{name}_loss", f"{name}_accuracy"]
+        values += [loss_sum / x.shape[0], correct.double() / x.shape[0]]
+    if recompute:
+        twin = precise_copy(model, x_train, eval_bs)
+        for name, (x, y) in (("val", (x_val, y_val)), ("train_eval", (x_train, y_train))):
+            _, correct = evaluate_sums(twin, x, y, eval_bs, loss_epsilon=loss_epsilon)
+            names.append(f"precise_{name}_accuracy")
+            values.append(correct.double() / x.shape[0])
+    with torch.no_grad():
+        reg = regularization_loss(model).double()
+    numbers = dict(zip(names, torch.stack(values).tolist(), strict=True))
+    reg = float(reg)
+    for key in names:
+        if key.endswith("_loss"):
+            numbers[key] += reg
+    if precise and not recompute:
+        # Without BN layers the exact statistics change nothing: same numbers, no extra pass.
+        numbers["precise_val_accuracy"] = numbers["val_accuracy"]
+        numbers["precise_train_eval_accuracy"] = numbers["train_eval_accuracy"]
+    return numbers
+
+
+def _checked_split(dataset, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    x = getattr(dataset, f"x_{split}", None)
+    y = getattr(dataset, f"y_{split}", None)
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise DataError(
+            f"dataset.x_{split}/y_{split}: {type(x).__name__}/{type(y).__name__} are not "
+            "torch tensors; pass a bnlab.data.Dataset (see bnlab.data.load)"
+        )
+    if y.dim() != 1:
+        raise DataError(
+            f"y_{split}: shape {tuple(y.shape)} is not (N,); labels are class indices, "
+            "not one-hot rows"
+        )
+    if x.shape[0] != y.shape[0]:
+        raise DataError(f"y_{split}: {y.shape[0]} labels for {x.shape[0]} samples in x_{split}")
+    if x.shape[0] == 0:
+        raise DataError(f"x_{split}: 0 samples; fit needs at least one")
+    if not x.is_floating_point():
+        raise DataError(f"x_{split}: dtype {x.dtype} is not a floating-point type")
+    if y.is_floating_point() or y.is_complex():
+        raise DataError(f"y_{split}: dtype {y.dtype} is not an integer type (class indices)")
+    return x, y.long()
+
+
+def _check_labels(name: str, y: torch.Tensor | None, num_classes: int) -> None:
+    if y is None:
+        return
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or hi >= num_classes:
+        raise DataError(
+            f"{name}: labels span {lo}..{hi}, not in 0..{num_classes - 1} (the model has "
+            f"{'1 output (binary)' if num_classes == 2 else f'{num_classes} outputs'})"
+        )
+
+
+@torch.no_grad()
+def _probe_outputs(model: nn.Module, x_train: torch.Tensor) -> int:
+    """Run two samples in inference mode: materialises lazily built layers (so the
+    optimizer sees every parameter) and reads the number of output columns."""
+    with mode(model, False):
+        logits = model(x_train[:2])
+    if logits.dim() != 2:
+        raise ConfigError(
+            f"model: output shape {tuple(logits.shape)} is not (N, num_classes) or (N, 1); "
+            "bnlab trains models that return 2-D logits"
+        )
+    return int(logits.shape[1])
+
+
+def _resolve_augment(augment):
+    if augment is None:
+        return None
+    from bnlab.train.augment import Augmenter
+
+    if not isinstance(augment, (Augmenter, dict)):
+        raise ConfigError(f"augment: {augment!r} is not None, an Augmenter or a dict of options")
+    return Augmenter.from_options(augment)
+
+
+@contextlib.contextmanager
+def _dropout_rng(device: torch.device, seed: int) -> Iterator[None]:
+    """Seed torch's global RNG (dropout draws from it) for the run; restore it afterwards.
+
+    Only the CPU generator and the training device's generator are touched.
+    """
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda, device_type="cuda"):
+        torch.default_generator.manual_seed(seed)
+        if cuda:
+            with torch.cuda.device(cuda[0]):
+                torch.cuda.manual_seed(seed)
+        yield

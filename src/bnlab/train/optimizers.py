@@ -1,0 +1,332 @@
+"""Keras's optimizers as ``torch.optim.Optimizer`` subclasses, update for update.
+
+PyTorch's built-in optimizers do not compute what Keras computes:
+
+* ``torch.optim.Adam`` adds ``eps`` to ``sqrt(v_hat)`` (bias-corrected second moment);
+  Keras adds ``epsilon`` to ``sqrt(v)`` *after* folding both bias corrections into the
+  step size ``alpha = lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)``. With Keras's
+  ``epsilon=1e-7`` the two differ most in the first steps and for tiny gradients.
+* ``torch.optim.SGD`` keeps ``b = mom * b + g`` and steps ``w -= lr * b``; Keras keeps
+  ``m = mom * m - lr * g`` and steps ``w += m``. They coincide only while ``lr`` is constant.
+* ``torch.optim.RMSprop`` adds ``eps`` outside the square root; Keras inside it.
+
+The classes below follow Keras 3's torch backend (``keras/src/backend/torch/optimizers``)
+operation by operation, with ``torch._foreach_*`` like Keras, so a bnlab run and a Keras
+run step through the same floating-point arithmetic. Learning rates are plain floats
+(constant schedules). Every argument name and default is Keras's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import torch
+
+from bnlab._validation import check_choice, check_number, check_options
+from bnlab.errors import ConfigError
+
+#: Keras's default learning rate of each named optimizer.
+DEFAULT_LR = {"adam": 1e-3, "sgd": 1e-2, "rmsprop": 1e-3}
+
+
+def _adam_alpha(lr: float, beta_1: float, beta_2: float, step: int, dtype: torch.dtype) -> float:
+    """Keras's ``lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)``, rounded as Keras rounds it.
+
+    Keras casts lr, the betas and the step count to the variables' dtype and computes there;
+    doing the same on the host with NumPy keeps the result identical without creating a
+    device tensor (which would synchronise a GPU every step).
+    """
+    np_dtype = np.float64 if dtype == torch.float64 else np.float32
+    t = np_dtype(step)
+    b1_pow = np.power(np_dtype(beta_1), t)
+    b2_pow = np.power(np_dtype(beta_2), t)
+    one = np_dtype(1)
+    return float(np_dtype(lr) * np.sqrt(one - b2_pow) / (one - b1_pow))
+
+
+def _grads_and_params(group: dict) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    params = [p for p in group["params"] if p.grad is not None]
+    return params, [p.grad for p in params]
+
+
+class _KerasOptimizer(torch.optim.Optimizer):
+    """Keeps Keras's optimizer-wide step count ``iterations`` and saves it with the state."""
+
+    iterations: int = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["iterations"] = self.iterations
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        self.iterations = int(state_dict.pop("iterations", 0))
+        super().load_state_dict(state_dict)
+
+
+class KerasAdam(_KerasOptimizer):
+    """Adam exactly as Keras 3 computes it.
+
+    Per step ``t`` (1-based, counted per optimizer like Keras's ``iterations``)::
+
+        alpha = lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)
+        m = beta_1 * m + (1 - beta_1) * g
+        v = beta_2 * v + (1 - beta_2) * g**2
+        w = w - alpha * m / (sqrt(v) + epsilon)
+
+    ``epsilon`` (default 1e-7, Keras) is added to ``sqrt(v)``, not to the bias-corrected
+    ``sqrt(v_hat)`` as in ``torch.optim.Adam``. ``amsgrad`` keeps ``v_hat = max(v_hat, v)``.
+    """
+
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 1e-3,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-7,
+        amsgrad: bool = False,
+    ):
+        check_number("lr", lr, low=0.0)
+        check_number("beta_1", beta_1, low=0.0, high=1.0, high_inclusive=False)
+        check_number("beta_2", beta_2, low=0.0, high=1.0, high_inclusive=False)
+        check_number("epsilon", epsilon, low=0.0)
+        defaults = {
+            "lr": float(lr),
+            "beta_1": float(beta_1),
+            "beta_2": float(beta_2),
+            "epsilon": float(epsilon),
+            "amsgrad": bool(amsgrad),
+        }
+        super().__init__(params, defaults)
+        self.iterations = 0
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.iterations += 1
+        for group in self.param_groups:
+            params, grads = _grads_and_params(group)
+            if not params:
+                continue
+            b1, b2 = group["beta_1"], group["beta_2"]
+            ms, vs, vhats = [], [], []
+            for p in params:
+                state = self.state[p]
+                if not state:
+                    state["m"] = torch.zeros_like(p)
+                    state["v"] = torch.zeros_like(p)
+                    if group["amsgrad"]:
+                        state["v_hat"] = torch.zeros_like(p)
+                ms.append(state["m"])
+                vs.append(state["v"])
+                if group["amsgrad"]:
+                    vhats.append(state["v_hat"])
+            alpha = _adam_alpha(group["lr"], b1, b2, self.iterations, params[0].dtype)
+
+            torch._foreach_mul_(ms, b1)
+            torch._foreach_add_(ms, grads, alpha=1 - b1)
+            torch._foreach_mul_(vs, b2)
+            torch._foreach_add_(vs, torch._foreach_mul(grads, grads), alpha=1 - b2)
+            if group["amsgrad"]:
+                torch._foreach_maximum_(vhats, vs)
+                vs = vhats
+            torch._foreach_add_(
+                params,
+                torch._foreach_div(
+                    torch._foreach_mul(ms, alpha),
+                    torch._foreach_add(torch._foreach_sqrt(vs), group["epsilon"]),
+                ),
+                alpha=-1,
+            )
+        return loss
+
+
+class KerasSGD(_KerasOptimizer):
+    """SGD exactly as Keras computes it.
+
+    With ``momentum > 0``: ``m = momentum * m - lr * g`` then ``w = w + m`` (or, with
+    ``nesterov``, ``w = w + momentum * m - lr * g``). The velocity starts at zero. Without
+    momentum: ``w = w - lr * g``. Keras's default ``lr`` is 0.01.
+    """
+
+    def __init__(
+        self, params: Iterable, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False
+    ):
+        check_number("lr", lr, low=0.0)
+        check_number("momentum", momentum, low=0.0, high=1.0)
+        defaults = {"lr": float(lr), "momentum": float(momentum), "nesterov": bool(nesterov)}
+        super().__init__(params, defaults)
+        self.iterations = 0
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.iterations += 1
+        for group in self.param_groups:
+            params, grads = _grads_and_params(group)
+            if not params:
+                continue
+            lr, mom = group["lr"], group["momentum"]
+            if mom == 0:
+                torch._foreach_add_(params, grads, alpha=-lr)
+                continue
+            bufs = []
+            for p in params:
+                state = self.state[p]
+                if not state:
+                    state["m"] = torch.zeros_like(p)
+                bufs.append(state["m"])
+            torch._foreach_mul_(bufs, mom)
+            torch._foreach_add_(bufs, grads, alpha=-lr)
+            if group["nesterov"]:
+                torch._foreach_add_(params, grads, alpha=-lr)
+                torch._foreach_add_(params, bufs, alpha=mom)
+            else:
+                torch._foreach_add_(params, bufs)
+        return loss
+
+
+class KerasRMSprop(_KerasOptimizer):
+    """RMSprop exactly as Keras computes it (``epsilon`` inside the square root).
+
+    ::
+
+        v = rho * v + (1 - rho) * g**2
+        denom = sqrt(v + epsilon)                # centered: sqrt(v - mg**2 + epsilon)
+        increment = lr * g / denom
+        w = w - increment                         # momentum: b = momentum*b + increment; w -= b
+
+    Keras defaults: ``lr=1e-3, rho=0.9, momentum=0, epsilon=1e-7``.
+    """
+
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 1e-3,
+        rho: float = 0.9,
+        momentum: float = 0.0,
+        epsilon: float = 1e-7,
+        centered: bool = False,
+    ):
+        check_number("lr", lr, low=0.0)
+        check_number("rho", rho, low=0.0, high=1.0)
+        check_number("momentum", momentum, low=0.0, high=1.0)
+        check_number("epsilon", epsilon, low=0.0)
+        defaults = {
+            "lr": float(lr),
+            "rho": float(rho),
+            "momentum": float(momentum),
+            "epsilon": float(epsilon),
+            "centered": bool(centered),
+        }
+        super().__init__(params, defaults)
+        self.iterations = 0
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.iterations += 1
+        for group in self.param_groups:
+            params, grads = _grads_and_params(group)
+            if not params:
+                continue
+            rho, mom = group["rho"], group["momentum"]
+            vs, mgs, bufs = [], [], []
+            for p in params:
+                state = self.state[p]
+                if not state:
+                    state["v"] = torch.zeros_like(p)
+                    if group["centered"]:
+                        state["mg"] = torch.zeros_like(p)
+                    if mom > 0:
+                        state["m"] = torch.zeros_like(p)
+                vs.append(state["v"])
+                if group["centered"]:
+                    mgs.append(state["mg"])
+                if mom > 0:
+                    bufs.append(state["m"])
+            torch._foreach_mul_(vs, rho)
+            torch._foreach_add_(vs, torch._foreach_mul(grads, grads), alpha=1 - rho)
+            denominators = torch._foreach_add(vs, group["epsilon"])
+            if group["centered"]:
+                torch._foreach_mul_(mgs, rho)
+                torch._foreach_add_(mgs, grads, alpha=1 - rho)
+                torch._foreach_add_(denominators, torch._foreach_mul(mgs, mgs), alpha=-1)
+            torch._foreach_sqrt_(denominators)
+            increments = torch._foreach_div(torch._foreach_mul(grads, group["lr"]), denominators)
+            if mom > 0:
+                torch._foreach_mul_(bufs, mom)
+                torch._foreach_add_(bufs, increments)
+                torch._foreach_add_(params, bufs, alpha=-1)
+            else:
+                torch._foreach_add_(params, increments, alpha=-1)
+        return loss
+
+
+_CLASSES: dict[str, type[torch.optim.Optimizer]] = {
+    "adam": KerasAdam,
+    "sgd": KerasSGD,
+    "rmsprop": KerasRMSprop,
+}
+_OPTIONS = {
+    "adam": ("beta_1", "beta_2", "epsilon", "amsgrad"),
+    "sgd": ("momentum", "nesterov"),
+    "rmsprop": ("rho", "momentum", "epsilon", "centered"),
+}
+
+OptimizerSpec = str | Callable[..., torch.optim.Optimizer]
+
+
+def optimizer_name(optimizer: OptimizerSpec) -> str:
+    """A printable name: the Keras name, or the factory's ``__name__``."""
+    if isinstance(optimizer, str):
+        return optimizer.lower()
+    return getattr(optimizer, "__name__", type(optimizer).__name__)
+
+
+def resolve_lr(optimizer: OptimizerSpec, lr: float | None) -> float | None:
+    """``lr`` validated, or Keras's default for a named optimizer (``None`` for a factory)."""
+    if lr is not None:
+        return float(check_number("lr", lr, low=0.0))
+    if isinstance(optimizer, str):
+        return DEFAULT_LR[check_choice("optimizer", optimizer.lower(), _CLASSES)]
+    return None
+
+
+def make_optimizer(
+    name: OptimizerSpec, params: Iterable, lr: float | None = None, **options: Any
+) -> torch.optim.Optimizer:
+    """Build an optimizer with Keras's update rule and defaults.
+
+    ``name`` is ``"adam"``, ``"sgd"`` or ``"rmsprop"`` (case-insensitive), built with Keras's
+    default learning rate when ``lr`` is ``None`` and Keras's option names (``beta_1``,
+    ``momentum``, ``rho``, ...). A callable is taken as a factory ``f(params, **kw)`` (e.g.
+    ``torch.optim.AdamW``) and receives ``lr`` only when given; that is how a PyTorch user
+    opts out of Keras's arithmetic.
+    """
+    if not isinstance(name, str):
+        if not callable(name):
+            raise ConfigError(
+                f"optimizer: {name!r} is not one of 'adam', 'sgd', 'rmsprop' or an "
+                "optimizer factory (a callable taking the parameters)"
+            )
+        kwargs = dict(options)
+        if lr is not None:
+            kwargs["lr"] = float(check_number("lr", lr, low=0.0))
+        return name(params, **kwargs)
+    key = check_choice("optimizer", name.lower(), _CLASSES)
+    check_options(f"optimizer_options ({key})", options, _OPTIONS[key])
+    return _CLASSES[key](params, lr=resolve_lr(key, lr), **options)

@@ -1,0 +1,47 @@
+"""Executors: a process pool (jobs=2) stores exactly what the in-process executor stores."""
+
+from __future__ import annotations
+
+import pytest
+
+from bnlab.errors import ConfigError
+from bnlab.study import executor_names, get_executor, load, run
+from bnlab.study.executors import Executor
+from bnlab.study.executors.local import LocalExecutor
+
+SPEC = {
+    "name": "pool",
+    "seeds": 2,
+    "model": {"preset": "circles_mlp"},
+    "data": {"name": "circles"},
+    "train": {
+        "epochs": 2,
+        "batch_size": 32,
+        "optimizer": "sgd",
+        "lr": 0.01,
+        "optimizer_options": {"momentum": 0.9},
+    },
+    "variants": {"no_bn": {"norm": "none"}, "bn": {}},
+}
+
+
+def test_process_pool_gives_the_same_runs_as_in_process(tmp_path):
+    one = run(SPEC, store=tmp_path / "one.db", engine="sequential", jobs=1, progress=False)
+    two = run(SPEC, store=tmp_path / "two.db", engine="sequential", jobs=2, progress=False)
+    assert one.trained == two.trained == 4
+    key = ["variant", "seed", "epoch"]
+    a = load(tmp_path / "one.db").sort_values(key).reset_index(drop=True)
+    b = load(tmp_path / "two.db").sort_values(key).reset_index(drop=True)
+    for column in ("loss", "accuracy", "val_loss", "val_accuracy", "train_eval_accuracy"):
+        assert a[column].tolist() == b[column].tolist(), column
+
+
+def test_executor_lookup():
+    assert executor_names()[0] == "local"
+    executor = get_executor("local", jobs=3)
+    assert isinstance(executor, LocalExecutor) and isinstance(executor, Executor)
+    assert executor.jobs == 3
+    with pytest.raises(
+        ConfigError, match=r"^executor: 'lokal' is not available \(did you mean 'local'"
+    ):
+        get_executor("lokal")
