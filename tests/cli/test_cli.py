@@ -227,6 +227,19 @@ def test_bad_spec_exit_2_one_line_naming_the_field(tmp_path):
     assert "epoch" in _error_line(result)
 
 
+def test_executor_options_are_checked_in_one_line(tiny, tmp_path):
+    _folder, spec, _store, _ = tiny
+    db = str(tmp_path / "e.db")
+    result = runner.invoke(app, ["run", str(spec), "--store", db, "--address", "auto"])
+    assert result.exit_code == 2
+    assert _error_line(result) == (
+        "error: address: 'auto' is an option of --executor ray, not of 'local'"
+    )
+    result = runner.invoke(app, ["run", str(spec), "--store", db, "--executor", "dask"])
+    assert result.exit_code == 2
+    assert _error_line(result).startswith("error: executor: 'dask' is not available")
+
+
 def test_unexpected_errors_keep_their_traceback(tiny, monkeypatch):
     """Only bnlab's own errors are turned into one line; a bug stays visible."""
     import bnlab.report

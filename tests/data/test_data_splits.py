@@ -125,3 +125,27 @@ def test_scale_unit_divides_raw_by_255(npz_path):
     unit = data.load(f"npz:{npz_path}", scale="unit")
     np.testing.assert_allclose(unit.x_train.numpy() * 255, raw.x_train.numpy(), rtol=1e-6)
     assert raw.meta["options"]["scale"] == "raw"
+
+
+def test_validation_source_is_another_datasets_training_split(npz_path, tmp_path):
+    rng = np.random.default_rng(1)
+    val_path = tmp_path / "val.npz"
+    x_val = rng.integers(0, 256, size=(30, 4, 4), dtype=np.uint8)
+    y_val = np.arange(30) % 5
+    np.savez(val_path, x_train=x_val, y_train=y_val, x_test=x_val[:2], y_test=y_val[:2])
+    ds = data.load(f"npz:{npz_path}", scale="unit", validation=f"npz:{val_path}")
+    assert ds.x_val.shape == (30, 1, 4, 4) and ds.meta["sizes"]["validation"] == 30
+    np.testing.assert_array_equal(ds.y_val.numpy(), y_val)
+    np.testing.assert_allclose(ds.x_val[:, 0].numpy(), x_val / 255.0, rtol=1e-6)
+    assert len(ds.y_train) == 300  # the training set keeps every sample
+
+    with pytest.raises(ConfigError, match=r"^validation: .* both choose the validation set"):
+        data.load(f"npz:{npz_path}", validation=f"npz:{val_path}", validation_split=0.2)
+    with pytest.raises(ConfigError, match=r"^validation: 3 is not a dataset name or path"):
+        data.load(f"npz:{npz_path}", validation=3)
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, x_train=x_val[:, :2], y_train=y_val, x_test=x_val[:2, :2], y_test=y_val[:2])
+    from bnlab.errors import DataError
+
+    with pytest.raises(DataError, match=r"^validation: .* shape \(1, 2, 4\), the training set \(1, 4, 4\)"):
+        data.load(f"npz:{npz_path}", validation=f"npz:{wrong}")

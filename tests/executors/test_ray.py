@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install bnlab[ray])")
-cloudpickle = pytest.importorskip("cloudpickle")
 
 from bnlab import study  # noqa: E402
 from bnlab.study.engines import SequentialEngine, register_engine  # noqa: E402
@@ -41,9 +40,10 @@ def local_ray():
         # The flaky engine below is defined in this test module: ship it by value.
         runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}},
     )
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    # Ray pickles tasks with its own copy of cloudpickle; the registration must go there.
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     yield
-    cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
     ray.shutdown()
 
 

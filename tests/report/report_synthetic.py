@@ -23,8 +23,10 @@ def make_frames(
     failed: tuple[str, int] | None = None,
     validation: bool = False,
     rng_seed: int = 0,
+    regularized: str | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(epochs_df, runs_df) for a study ``demo``; ``diverged`` = (variant, seed, epoch)."""
+    """(epochs_df, runs_df) for a study ``demo``; ``diverged`` = (variant, seed, epoch);
+    ``regularized`` names the variant whose loss carries a regularizer term of 0.1."""
     rng = np.random.default_rng(rng_seed)
     rows, runs = [], []
     run_id = 0
@@ -51,9 +53,9 @@ def make_frames(
                     "status": status,
                     "diverged_at_epoch": div_at,
                     "epoch": epoch,
-                    "loss": 2.0 * (1 - progress) + 0.1,
+                    "loss": 2.0 * (1 - progress) + 0.1 * (variant == regularized),
                     "data_loss": 2.0 * (1 - progress),
-                    "reg_loss": 0.1,
+                    "reg_loss": 0.1 * (variant == regularized),
                     "accuracy": acc,
                     "val_loss": 2.1 * (1 - progress) + 0.2,
                     "val_accuracy": val,

@@ -186,6 +186,24 @@ def test_precise_curves_are_drawn_dashed():
     assert [line.get_linestyle() for line in fig.axes[0].lines].count("--") == 0
 
 
+def test_regularizer_share_is_drawn_only_when_a_variant_has_one(tmp_path):
+    from bnlab.report import plots
+
+    epochs, _ = make_frames(regularized="bn_m080", diverged=None)
+    share = epochs.assign(s=epochs["reg_loss"] / epochs["loss"])
+    first = share[(share["variant"] == "bn_m080") & (share["epoch"] == 1)]["s"]
+    progress = 1 - math.exp(-1 / 2.5)
+    assert np.allclose(first, 0.1 / (2.0 * (1 - progress) + 0.1))  # the quantity plotted
+    colors = plots.variant_colors(VARIANTS)
+    assert plots.regularization_share(epochs, VARIANTS, colors) is not None
+    plain, _ = make_frames(diverged=None)
+    assert plots.regularization_share(plain, VARIANTS, colors) is None
+
+    text = render_html(_study(regularized="bn_m080"), tmp_path / "r.html").read_text()
+    assert len(_imgs(text)) == 4
+    assert 'alt="regularizer share of the training loss per epoch"' in text
+
+
 def test_variant_colours_are_stable():
     from bnlab.report.plots import PALETTE, variant_colors
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from bnlab.errors import ConfigError
@@ -45,3 +47,24 @@ def test_executor_lookup():
         ConfigError, match=r"^executor: 'lokal' is not available \(did you mean 'local'"
     ):
         get_executor("lokal")
+    with pytest.raises(
+        ConfigError, match=r"^executor_options: 'address' is not an option of the 'local' "
+    ):
+        get_executor("local", address="auto")
+
+
+def test_run_passes_executor_options_and_names_a_bad_one(tmp_path):
+    spec = {
+        "name": "opts", "model": {"preset": "circles_mlp"}, "data": {"name": "circles"},
+        "train": {"epochs": 1, "batch_size": 32}, "seeds": 1, "variants": {"bn": {}},
+    }
+    with pytest.raises(ConfigError, match="'num_gpus' is not an option of the 'local'"):
+        run(spec, store=tmp_path / "x.db", executor_options={"num_gpus": 1}, progress=False)
+    assert not (tmp_path / "x.db").exists()  # refused before anything was written
+
+
+def test_ray_executor_without_ray_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the ray extra were not installed
+    monkeypatch.delitem(sys.modules, "bnlab.study.executors.ray", raising=False)
+    with pytest.raises(ConfigError, match=r'^executor: .ray. needs .*pip install "bnlab\[ray\]"'):
+        get_executor("ray")

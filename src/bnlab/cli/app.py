@@ -100,7 +100,8 @@ app.command(
         "  bnlab run seed004                            [dim]# built-in study, store runs.db[/]\n\n"
         "  bnlab run my_study.toml --store my.db --report report.html\n\n"
         "  bnlab run seed002 --data-dir ../shared/data  [dim]# real Fashion-MNIST from a folder[/]\n\n"
-        "  bnlab run seed004 --engine stacked --device cuda"
+        "  bnlab run seed004 --engine stacked --device cuda\n\n"
+        "  bnlab run seed004 --executor ray --address auto  [dim]# on a Ray cluster[/]"
     ),
 )(commands.run_study)
 app.command(

@@ -117,6 +117,21 @@ def run_study(
     report: Annotated[
         Path | None, typer.Option("--report", help="Also write the HTML report to this file.")
     ] = None,
+    executor: Annotated[
+        str,
+        typer.Option(
+            "--executor",
+            help="local (this machine) | ray (a Ray cluster; pip install 'bnlab[ray]').",
+        ),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address",
+            help="Ray cluster to join (auto, HOST:6379, ray://HOST:10001); default: "
+            "RAY_ADDRESS, else a local Ray instance.",
+        ),
+    ] = None,
 ) -> None:
     """Train every (variant, seed) of a study not yet finished in the store, then summarize.
 
@@ -124,6 +139,16 @@ def run_study(
     any time and run the same command again to continue.
     """
     options: dict[str, Any] = dict(engine=engine, device=device, jobs=jobs, new=new)
+    if executor != "local" or address is not None:
+        if executor != "ray" and address is not None:
+            from bnlab.errors import ConfigError
+
+            raise ConfigError(
+                f"address: {address!r} is an option of --executor ray, not of {executor!r}"
+            )
+        options["executor"] = executor
+        if address is not None:
+            options["executor_options"] = {"address": address}
     if data_dir is not None:
         options["data_dir"] = data_dir
     data = _run_and_summarize(study, store, **options)

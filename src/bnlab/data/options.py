@@ -17,6 +17,11 @@ lists with Python slice meaning (``stop`` excluded), fractions are floats, seeds
   random_state=split_seed, stratify=labels if stratify else None)``, so seed 003's
   ``train_test_split(x, y, test_size=0.2, random_state=42)`` is
   ``validation_split=0.2, split_seed=42`` -- same samples, same order.
+* ``validation=SOURCE``: the validation set is another dataset -- anything :func:`load`
+  accepts (``"imagefolder:data/val"``, ``"npz:val.npz"``, ...) -- namely that source's
+  training split (for an image folder: every image in it), loaded with the same ``scale``
+  and the same format options. Keras's ``validation_data``; exclusive with
+  ``validation_split``.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ COMMON_OPTIONS = (
     "test_range",
     "test_from",
     "validation_split",
+    "validation",
     "stratify",
     "split_seed",
 )

@@ -23,9 +23,12 @@ circles, moons      --       tabular features, never rescaled
 from __future__ import annotations
 
 from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from bnlab._validation import check_choice, check_options, did_you_mean
 from bnlab.data.arrays import RawData
@@ -76,6 +79,7 @@ def _cifar(path, options, common):
 
 
 _NAMED_OPTIONS = ("data_dir", "download")
+_SPLIT_OPTIONS = ("test_split", "test_size", "train_size", "n_train")
 _GENERATED = ("n_samples", "noise", "random_state", "n_train")
 
 _ENTRIES = [
@@ -227,5 +231,51 @@ def load(name: str, **options: Any) -> Dataset:
     check_options(f"data.load({name!r})", options, entry.valid_options)
     common = parse_common(options, entry.default_scale)
     own = {k: v for k, v in options.items() if k in entry.options}
+    validation = options.pop("validation", None)
     raw = entry.read(path, own, common)
-    return finalize(raw, common, name, dict(options))
+    dataset = finalize(raw, common, name, dict(options))
+    if validation is not None:
+        dataset = _with_validation(dataset, validation, own, common)
+    return dataset
+
+
+def _with_validation(
+    dataset: Dataset, source: Any, own: dict[str, Any], common: CommonOptions
+) -> Dataset:
+    """``dataset`` with its validation set taken from ``source`` (the ``validation`` option)."""
+    if not isinstance(source, str) or not source:
+        raise ConfigError(
+            f"validation: {source!r} is not a dataset name or path; give e.g. "
+            "'imagefolder:data/val' or 'npz:val.npz'"
+        )
+    if common.validation_split:
+        raise ConfigError(
+            f"validation: {source!r} and validation_split={common.validation_split} both "
+            "choose the validation set; give one of them"
+        )
+    entry, _ = _resolve(source)
+    # Format options (image size, colour, layout) carry over; split options do not: the whole
+    # training split of the source is the validation set.
+    options = {k: v for k, v in own.items() if k in entry.options and k not in _SPLIT_OPTIONS}
+    if common.scale is not None and entry.default_scale is not None:
+        options["scale"] = common.scale
+    held = load(source, **options)
+    if held.input_shape != dataset.input_shape:
+        raise DataError(
+            f"validation: {source!r} holds samples of shape {held.input_shape}, the training "
+            f"set {dataset.input_shape}; they must match (resize with the size option)"
+        )
+    if held.classes != dataset.classes:
+        raise DataError(
+            f"validation: {source!r} has classes {held.classes[:6]}, the training set "
+            f"{dataset.classes[:6]}; the class lists must be equal"
+        )
+    x_val, y_val = held.x_train, held.y_train
+    if entry.name == "imagefolder":  # a validation folder is validation data, all of it
+        x_val, y_val = torch.cat((x_val, held.x_test)), torch.cat((y_val, held.y_test))
+    meta = {
+        **dataset.meta,
+        "validation_source": source,
+        "sizes": {**dataset.meta.get("sizes", {}), "validation": len(y_val)},
+    }
+    return dataclasses.replace(dataset, x_val=x_val, y_val=y_val, meta=meta)

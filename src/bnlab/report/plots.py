@@ -259,6 +259,34 @@ def train_mode_curves(
     return fig
 
 
+def regularization_share(
+    epochs: pd.DataFrame, variants: Sequence[str], colors: dict[str, str]
+) -> Figure | None:
+    """The regularizer's share of the training loss per epoch, ``reg_loss / loss`` in %.
+
+    ``reg_loss`` is what the kernel/gamma/beta regularizers add (Keras: ``l2 * sum(w**2)``)
+    and ``loss`` the total training loss, both means over the epoch's batches. Drawn only
+    when some variant has a regularizer; the others appear as a flat zero line.
+    """
+    if "reg_loss" not in epochs.columns or not (epochs["reg_loss"].fillna(0) > 0).any():
+        return None
+    frame = epochs.assign(reg_share=epochs["reg_loss"] / epochs["loss"])
+    share = band(frame, "reg_share")
+    if share.empty:
+        return None
+    with matplotlib.rc_context(_RC):
+        fig = _new_figure(6.4, 3.4)
+        ax = fig.subplots()
+        for name in variants:
+            v = share[share["variant"] == name]
+            if not v.empty:
+                _draw_band(ax, v, colors[name], name)
+        ax.set_ylabel("regularizer share of the loss (%)")
+        _epoch_axis(ax, float(share["epoch"].max()))
+        ax.legend(loc="best")
+    return fig
+
+
 def final_distribution(
     runs: pd.DataFrame,
     variants: Sequence[str],

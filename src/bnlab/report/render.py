@@ -192,6 +192,19 @@ def _figures(data: StudyData, variants: list[str], colors: dict, set_name: str) 
                 "when it is large, the moving averages — not the weights — are what fails.",
             )
         )
+    fig = plots.regularization_share(epochs, variants, colors)
+    if fig is not None:
+        out.append(
+            html.figure(
+                plots.data_uri(plots.to_png(fig)),
+                "regularizer share of the training loss per epoch",
+                "How much of the training loss is the regularizer (e.g. L2 on the kernels: "
+                "l2 × Σw², as Keras adds it) rather than the data loss, per epoch; mean over "
+                "seeds with its 95 % t-interval. Before a BN layer, a kernel's scale does not "
+                "change the network's output, so this part of the loss only shrinks the weights "
+                "— which raises their effective learning rate.",
+            )
+        )
     fig = plots.final_distribution(
         data.finished_runs, variants, colors, label=f"final {set_name} accuracy (%)"
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,7 @@ def run(
     data_dir: str | os.PathLike | None = None,
     progress: bool | None = None,
     executor: str = "local",
+    executor_options: Mapping[str, Any] | None = None,
 ) -> StudyResult:
     """Run a study: every (variant, seed) not yet finished in ``store``.
 
@@ -108,7 +110,10 @@ def run(
         A rich progress bar over runs (and epochs, in-process); ``None`` = when stderr is a
         terminal and ``BNLAB_NO_PROGRESS`` is unset.
     executor:
-        ``"local"`` or another executor module (:mod:`bnlab.study.executors`).
+        ``"local"`` or another executor module (:mod:`bnlab.study.executors`), e.g. ``"ray"``.
+    executor_options:
+        Passed to the executor's constructor, e.g. ``{"address": "auto"}`` for Ray
+        (:class:`bnlab.study.executors.ray.RayExecutor`).
     """
     t0 = time.perf_counter()
     spec = load_spec(spec_or_path)
@@ -118,7 +123,7 @@ def run(
     if not isinstance(new, bool):
         raise ConfigError(f"new: {new!r} is not True or False")
     variants = {v.name: v for v in spec.expand()}
-    pool = get_executor(executor, jobs=jobs)
+    pool = get_executor(executor, jobs=jobs, **dict(executor_options or {}))
     if engine != "auto":
         get_engine(engine, (), device)  # fail fast on a bad name, before any data is loaded
 

@@ -26,6 +26,7 @@ optional dependencies (Ray) are only needed by those who ask for them.
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -119,8 +120,12 @@ def executor_names() -> list[str]:
     return names
 
 
-def get_executor(name: str, jobs: int = 1) -> Executor:
-    """An executor instance: ``"local"`` or a module ``bnlab.study.executors.<name>``."""
+def get_executor(name: str, jobs: int = 1, **options: Any) -> Executor:
+    """An executor instance: ``"local"`` or a module ``bnlab.study.executors.<name>``.
+
+    ``options`` go to the executor's constructor (for Ray: ``address``, ``num_cpus``,
+    ``num_gpus``, ``max_retries``); one it does not take is a :class:`ConfigError` naming it.
+    """
     names = executor_names()
     if not isinstance(name, str) or name not in names:
         hint = did_you_mean(name, names) if isinstance(name, str) else ""
@@ -136,4 +141,15 @@ def get_executor(name: str, jobs: int = 1) -> Executor:
     cls = getattr(module, "EXECUTOR", None)
     if cls is None:
         raise ConfigError(f"executor: module bnlab.study.executors.{name} defines no EXECUTOR")
-    return cls(jobs=jobs)
+    accepted = [
+        p.name
+        for p in inspect.signature(cls.__init__).parameters.values()
+        if p.name not in ("self", "jobs") and p.kind is not inspect.Parameter.VAR_KEYWORD
+    ]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ConfigError(
+            f"executor_options: {unknown[0]!r} is not an option of the {name!r} executor; "
+            f"it takes {', '.join(accepted) or 'none'}"
+        )
+    return cls(jobs=jobs, **options)
