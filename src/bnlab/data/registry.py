@@ -22,8 +22,8 @@ circles, moons      --       tabular features, never rescaled
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
