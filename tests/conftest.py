@@ -11,8 +11,13 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
+# Tests compare bnlab's training with computations done by hand, bit for bit. bnlab trains
+# small models on one thread (bnlab.train.threads); the hand computations must reduce in the
+# same order, so the whole session uses one intra-op thread.
+torch.set_num_threads(1)
 os.environ.setdefault("BNLAB_NO_PROGRESS", "1")
 
 REPO = Path(__file__).resolve().parents[1]

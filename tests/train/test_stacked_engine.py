@@ -116,8 +116,12 @@ def test_diverged_run_is_dropped_and_the_others_go_on(circles):
     assert alone[1][1].diverged_at_epoch == 2
     assert histories[1].diverged_at_epoch == 2
     assert histories[1].epoch == [1, 2] and math.isnan(histories[1].history["loss"][1])
-    assert math.isclose(histories[1].history["loss"][0], alone[1][1].history["loss"][0],
-                        rel_tol=1e-4)
+    # Its epoch-1 loss has exploded (~1e22) in both. The two are not compared to 1e-4: the
+    # stacked kernel sums in another order than the lone one, and lr=15 amplifies that float32
+    # round-off with every step (measured: 9.8443e21 vs 9.8485e21; at lr=3, a run that does not
+    # diverge, the epoch-1 losses still differ by 4e-5 relative). Parity is a property of
+    # stable training, asserted for the two other runs below.
+    assert histories[1].history["loss"][0] > 1e20 and alone[1][1].history["loss"][0] > 1e20
     for i in (0, 2):
         model, history = alone[i]
         assert histories[i].diverged_at_epoch is None and histories[i].epoch == [1, 2, 3, 4]

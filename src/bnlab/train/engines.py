@@ -105,10 +105,11 @@ def estimate_memory(
     flags = [(m, m.training) for m in model.modules()]
     p = next(model.parameters(), None)
     device = p.device if p is not None else torch.device("cpu")
+    dtype = p.dtype if p is not None and p.is_floating_point() else None
     try:
         model.eval()
         with torch.no_grad():
-            model(torch.zeros((2, *input_shape), device=device))
+            model(torch.zeros((2, *input_shape), device=device, dtype=dtype))
     finally:
         for h in handles:
             h.remove()

@@ -49,6 +49,7 @@ from bnlab.train.optimizers import OptimizerSpec, make_optimizer, optimizer_name
 from bnlab.train.progress import EpochProgress, progress_enabled
 from bnlab.train.seeding import check_seed, derive_seed
 from bnlab.train.step import train_step
+from bnlab.train.threads import training_threads
 
 EpochCallback = Callable[[int, dict], Any]
 
@@ -212,6 +213,7 @@ def fit(
 
     start = time.perf_counter()
     with (
+        training_threads(model, tuple(x_train.shape[1:]), batch_size, device),
         _dropout_rng(device, derive_seed(seed, "dropout")),
         mode(model, True),
         EpochProgress(show_progress, epochs) as bar,

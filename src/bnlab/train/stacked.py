@@ -1145,17 +1145,23 @@ def iter_fit_stacked(models: Sequence[nn.Module], dataset, *, seeds, **kw):
         eval_rows=cfg.eval_rows or cfg.params["eval_batch_size"],
         input_shape=tuple(data.x_train.shape[1:]),
     )
+    from bnlab.train.threads import training_threads
+
     start = 0
     for size in sizes:
         idx = list(range(start, start + size))
-        yield from _train_stack(
-            [models[i] for i in idx],
-            [seeds[i] for i in idx],
-            [lrs[i] for i in idx],
-            idx,
-            cfg,
-            data,
-        )
+        # A stack of K runs costs K runs' multiply-accumulates per step.
+        with training_threads(
+            models[0], tuple(data.x_train.shape[1:]), cfg.batch_size * size, cfg.device
+        ):
+            yield from _train_stack(
+                [models[i] for i in idx],
+                [seeds[i] for i in idx],
+                [lrs[i] for i in idx],
+                idx,
+                cfg,
+                data,
+            )
         start += size
 
 

@@ -1,0 +1,379 @@
+"""The seed-002 study timed three ways in one run: bnlab stacked, bnlab sequential, Keras.
+
+Seed 002 trains its Fashion-MNIST CNN without and with BatchNorm (first 1000 training images,
+the next 1000 as test set, raw 0-255 pixels, Adam, batch 64, 100 epochs). The built-in study
+``seed002`` repeats that over 10 seeds per variant. This script times, on one machine and in
+one invocation:
+
+* ``bnlab_stacked``: the study's runs trained by the stacked engine (one stack per variant);
+* ``bnlab_sequential``: the same runs trained one ``bnlab.train.fit`` at a time;
+* ``keras_torch``: the seed's own Keras code (Keras 3 on its torch backend), model by model;
+* ``keras_tensorflow``: the same on TensorFlow when it is installed (skipped otherwise, with
+  the reason in the JSON).
+
+bnlab runs go through the study's own engines (``bnlab.study.engines``) with the study's
+settings from ``seed002.toml`` (``precise_eval`` included: bnlab evaluates the test set, the
+training set and, for BN, both again with exact BN statistics every epoch; Keras evaluates the
+test set only, so bnlab does more work per epoch; ``--no-precise-eval`` drops the exact-
+statistics passes). Keras runs in a subprocess per backend (the backend is fixed at import) on
+the same arrays. Every engine first trains one untimed warm-up model for one epoch, so one-time
+start-up costs (kernel selection, Keras's tracing) are charged to no one.
+
+Times are wall-clock seconds per trained model (per variant, then averaged over the variants
+with equal weight, as the study has equal counts); ratios are computed from numbers of this
+run only, over the variants Keras was timed on. Prints one JSON line on stdout; notes go to
+stderr. Run from the repository root::
+
+    python benchmarks/study_speed.py --epochs 5                 # ~1-2 min on 2 CPU cores
+    python benchmarks/study_speed.py                            # 100 epochs, 10 seeds: long
+    python benchmarks/study_speed.py --epochs 20 --seeds 4 --keras-runs 2
+    python benchmarks/study_speed.py --device cuda --keras-runs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = Path(
+    os.environ.get("BNLAB_DATA") or os.environ.get("BNLAB_SHARED_DATA") or REPO.parent / "shared" / "data"
+)
+STUDY = "seed002"
+VARIANTS = ("no_bn", "bn")  # the study's variants, in its order
+
+
+def _note(message: str) -> None:
+    print(f"[study_speed] {message}", file=sys.stderr, flush=True)
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _load_study(data_dir: Path, epochs: int, precise_eval: bool):
+    """The seed002 study's requests (all seeds) and its dataset, with ``epochs`` replaced."""
+    from bnlab.study.runner import _request, load_data
+    from bnlab.study.spec import load_spec
+
+    spec = load_spec(STUDY)
+    variants = {v.name: v for v in spec.expand()}
+    first = variants[VARIANTS[0]]
+    dataset = load_data(first.data_name, first.data_options, data_dir=data_dir)
+    requests = {}
+    for name in VARIANTS:
+        variant = variants[name]
+        requests[name] = []
+        for seed in spec.seeds:
+            # The study's own request (model options fitted to the data, fit options from
+            # the TOML), with the epochs and exact-statistics pass this benchmark asks for.
+            base = _request(spec, variant, seed, dataset)
+            fit_options = {**base.fit_options, "epochs": epochs, "precise_eval": precise_eval}
+            requests[name].append(
+                type(base)(
+                    base.study,
+                    base.variant,
+                    base.seed,
+                    base.preset,
+                    base.model_options,
+                    fit_options,
+                    base.data_key,
+                )
+            )
+    return spec, dataset, requests
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def time_bnlab(engine_name: str, requests: dict, dataset, device: str, seeds: int) -> dict:
+    """Train ``seeds`` runs of each variant with one study engine; seconds per model."""
+    from bnlab.study.engines import get_engine
+
+    engine = get_engine(engine_name, (), device)
+    per_variant, accuracy = {}, {}
+    for name in VARIANTS:
+        group = requests[name][:seeds]
+        _sync(device)
+        start = time.perf_counter()
+        histories = []
+        for planned in engine.plan(group):
+            for request, outcome in engine.train(planned, dataset, device=device):
+                if isinstance(outcome, Exception):
+                    raise RuntimeError(f"{engine_name} {request.key}: {outcome!r}") from outcome
+                histories.append(outcome)
+        _sync(device)
+        seconds = time.perf_counter() - start
+        per_variant[name] = seconds / len(group)
+        accs = [h.history["val_accuracy"][-1] for h in histories]
+        accuracy[name] = sum(accs) / len(accs)
+        _note(f"{engine_name} {name}: {len(group)} models in {seconds:.2f} s")
+    return {
+        "models": seeds * len(VARIANTS),
+        "seconds": round(sum(per_variant.values()) * seeds, 3),
+        "per_model_s": round(sum(per_variant.values()) / len(per_variant), 4),
+        "per_variant_per_model_s": {k: round(v, 4) for k, v in per_variant.items()},
+        "mean_final_test_accuracy": {k: round(v, 4) for k, v in accuracy.items()},
+    }
+
+
+def warm_up_bnlab(requests: dict, dataset, device: str) -> None:
+    """One untimed epoch of each engine on a BN run (kernel selection, allocator growth)."""
+    from bnlab.study.engines import get_engine
+
+    for engine_name in ("sequential", "stacked"):
+        engine = get_engine(engine_name, (), device)
+        request = requests["bn"][0]
+        warm = type(request)(
+            request.study,
+            request.variant,
+            request.seed,
+            request.preset,
+            request.model_options,
+            {**request.fit_options, "epochs": 1},
+            request.data_key,
+        )
+        for _, outcome in engine.train([warm, warm], dataset, device=device):
+            if isinstance(outcome, Exception):
+                raise outcome
+
+
+# ------------------------------------------------------------------------- the seed's Keras
+def _seed_model(keras, batch_norm: bool, input_shape, num_classes: int):
+    """The seed's ``create_model`` verbatim, with ``keras.Input`` for Keras 3's input_shape."""
+    tfk, tfkl = keras, keras.layers
+    model = tfk.Sequential()
+    model.add(tfk.Input(shape=input_shape))
+    model.add(tfkl.Convolution2D(32, kernel_size=5, activation=tfk.activations.relu))
+    model.add(tfkl.MaxPooling2D(pool_size=2))
+    if batch_norm:
+        model.add(tfkl.BatchNormalization())
+    model.add(
+        tfkl.Convolution2D(32, kernel_size=4, activation=tfk.activations.relu, padding="same")
+    )
+    model.add(tfkl.MaxPooling2D(pool_size=2))
+    if batch_norm:
+        model.add(tfkl.BatchNormalization())
+    model.add(tfkl.Convolution2D(32, kernel_size=3, activation=tfk.activations.relu))
+    model.add(tfkl.Flatten())
+    if batch_norm:
+        model.add(tfkl.BatchNormalization())
+    model.add(tfkl.Dropout(rate=0.2))
+    model.add(tfkl.Dense(num_classes))
+    model.add(tfkl.Activation("softmax"))
+    return model
+
+
+def keras_worker(args) -> dict:
+    """Runs inside the subprocess (``KERAS_BACKEND`` set): the seed's code, model by model."""
+    import numpy as np
+
+    if args.threads is not None and os.environ.get("KERAS_BACKEND") == "torch":
+        import torch
+
+        torch.set_num_threads(args.threads)
+    import keras
+
+    from bnlab.study.runner import load_data
+    from bnlab.study.spec import load_spec
+
+    variant = load_spec(STUDY).expand()[0]
+    data = load_data(variant.data_name, variant.data_options, data_dir=args.data_dir)
+    # The seed's arrays: NHWC float32 raw pixels and one-hot labels.
+    x_train = data.x_train.permute(0, 2, 3, 1).numpy().astype(np.float32)
+    x_test = data.x_test.permute(0, 2, 3, 1).numpy().astype(np.float32)
+    classes = int(data.num_classes)
+    y_train = keras.utils.to_categorical(data.y_train.numpy(), classes)
+    y_test = keras.utils.to_categorical(data.y_test.numpy(), classes)
+    shape = x_train.shape[1:]
+
+    def train(batch_norm: bool, epochs: int, seed: int, rows: int | None = None) -> float:
+        keras.utils.set_random_seed(seed)
+        model = _seed_model(keras, batch_norm, shape, classes)
+        model.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
+        history = model.fit(
+            x_train[:rows],
+            y_train[:rows],
+            validation_data=(x_test, y_test),
+            batch_size=64,
+            epochs=epochs,
+            verbose=False,
+        )
+        return float(history.history["val_accuracy"][-1])
+
+    train(True, 1, 12345, rows=128)  # warm-up, untimed
+    seconds: dict[str, list[float]] = {}
+    accuracy: dict[str, list[float]] = {}
+    for i in range(args.keras_runs):
+        name = VARIANTS[i % len(VARIANTS)]
+        start = time.perf_counter()
+        acc = train(name == "bn", args.epochs, i // len(VARIANTS))
+        seconds.setdefault(name, []).append(time.perf_counter() - start)
+        accuracy.setdefault(name, []).append(acc)
+    per_variant = {k: sum(v) / len(v) for k, v in seconds.items()}
+    return {
+        "backend": keras.backend.backend(),
+        "keras": keras.__version__,
+        "models": args.keras_runs,
+        "models_per_variant": {k: len(v) for k, v in seconds.items()},
+        "per_model_s": round(sum(per_variant.values()) / len(per_variant), 4),
+        "per_variant_per_model_s": {k: round(v, 4) for k, v in per_variant.items()},
+        "mean_final_test_accuracy": {k: round(sum(v) / len(v), 4) for k, v in accuracy.items()},
+    }
+
+
+def time_keras(backend: str, args) -> dict:
+    """Run :func:`keras_worker` in a subprocess with ``KERAS_BACKEND=backend``."""
+    needs = {"torch": "torch", "tensorflow": "tensorflow"}[backend]
+    if importlib.util.find_spec("keras") is None:
+        return {"skipped": "keras is not installed (pip install bnlab[keras])"}
+    if importlib.util.find_spec(needs) is None:
+        return {"skipped": f"{needs} is not installed, so Keras cannot run on it"}
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--keras-worker",
+        "--epochs",
+        str(args.epochs),
+        "--keras-runs",
+        str(args.keras_runs),
+        "--data-dir",
+        str(args.data_dir),
+    ]
+    if args.threads is not None:
+        command += ["--threads", str(args.threads)]
+    env = {**os.environ, "KERAS_BACKEND": backend}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-5:]
+        return {"failed": f"exit {done.returncode}: " + " | ".join(tail)}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _ratio(slow: dict, fast: dict) -> float | None:
+    """Per-model time of ``slow`` over ``fast``, over the variants both timed."""
+    a = slow.get("per_variant_per_model_s") or {}
+    b = fast.get("per_variant_per_model_s") or {}
+    common = [k for k in VARIANTS if k in a and k in b]
+    if not common:
+        return None
+    return round(sum(a[k] for k in common) / sum(b[k] for k in common), 3)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=100, help="epochs per run (default 100)")
+    parser.add_argument(
+        "--seeds", type=int, default=10, help="runs per variant timed for each bnlab engine"
+    )
+    parser.add_argument(
+        "--keras-runs",
+        type=int,
+        default=2,
+        help="Keras models timed per backend, alternating no_bn/bn (default 2)",
+    )
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda, for bnlab (default cpu)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--engines",
+        default="stacked,sequential,keras",
+        help="comma-separated subset of stacked, sequential, keras (default all)",
+    )
+    parser.add_argument(
+        "--no-precise-eval",
+        dest="precise_eval",
+        action="store_false",
+        help="drop the study's exact-BN-statistics evaluation passes",
+    )
+    parser.add_argument("--keras-worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    for name in ("epochs", "seeds", "keras_runs"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+
+    if args.keras_worker:
+        print(json.dumps(keras_worker(args)))
+        return 0
+
+    import torch
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    os.environ.setdefault("BNLAB_NO_PROGRESS", "1")
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    unknown = set(engines) - {"stacked", "sequential", "keras"}
+    if unknown:
+        parser.error(f"--engines: unknown {sorted(unknown)}")
+
+    spec, dataset, requests = _load_study(args.data_dir, args.epochs, args.precise_eval)
+    seeds = min(args.seeds, len(spec.seeds))
+    out: dict = {
+        "benchmark": "study_speed",
+        "study": STUDY,
+        "epochs": args.epochs,
+        "seeds_per_variant": seeds,
+        "batch_size": requests["bn"][0].fit_options["batch_size"],
+        "precise_eval": args.precise_eval,
+        "train_test": [int(dataset.x_train.shape[0]), int(dataset.x_test.shape[0])],
+        "device": args.device,
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "loadavg_start": [round(v, 2) for v in os.getloadavg()],
+    }
+    t0 = time.perf_counter()
+    if "stacked" in engines or "sequential" in engines:
+        warm_up_bnlab(requests, dataset, args.device)
+    results = {}
+    for engine_name in ("stacked", "sequential"):
+        if engine_name in engines:
+            results[f"bnlab_{engine_name}"] = time_bnlab(
+                engine_name, requests, dataset, args.device, seeds
+            )
+    if "keras" in engines:
+        for backend in ("torch", "tensorflow"):
+            results[f"keras_{backend}"] = time_keras(backend, args)
+            _note(f"keras {backend}: {json.dumps(results[f'keras_{backend}'])}")
+    out.update(results)
+    ratios = {}
+    for keras_key in ("keras_torch", "keras_tensorflow"):
+        for bnlab_key in ("bnlab_stacked", "bnlab_sequential"):
+            if keras_key in results and bnlab_key in results:
+                value = _ratio(results[keras_key], results[bnlab_key])
+                if value is not None:
+                    ratios[f"{keras_key}/{bnlab_key}"] = value
+    if "bnlab_stacked" in results and "bnlab_sequential" in results:
+        ratios["bnlab_sequential/bnlab_stacked"] = _ratio(
+            results["bnlab_sequential"], results["bnlab_stacked"]
+        )
+    out["ratios_per_model"] = ratios
+    out["target"] = "CPU: keras_torch/bnlab >= 2 per model (DESIGN.md, Performance)"
+    out["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
+    out["wall_s"] = round(time.perf_counter() - t0, 1)
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
