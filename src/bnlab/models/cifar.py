@@ -32,18 +32,6 @@ from bnlab.models import spec
 from bnlab.models.registry import Preset, register
 
 
-def _arch(name: str, o: dict[str, Any], layers: list[spec.Layer]) -> spec.Architecture:
-    return spec.Architecture(
-        preset=name,
-        layers=tuple(layers),
-        input_shape=o["input_shape"],
-        num_classes=o["num_classes"],
-        task="multiclass",
-        norm=opt.norm_settings(o),
-        l2=o["l2"],
-    )
-
-
 def small(name: str, o: dict[str, Any]) -> spec.Architecture:
     (rate,) = opt.dropout_rates(o["dropout"], [0.5])
     kw = {"norm_kind": o["norm"], "position": o["bn_position"]}
@@ -55,7 +43,7 @@ def small(name: str, o: dict[str, Any]) -> spec.Architecture:
         spec.Dropout("dropout", rate),
         spec.Dense("dense2", o["num_classes"], regularized=o["l2_output"]),
     ]
-    return _arch(name, o, layers)
+    return opt.classifier(name, o, layers)
 
 
 def deep(name: str, o: dict[str, Any]) -> spec.Architecture:
@@ -89,7 +77,7 @@ def deep(name: str, o: dict[str, Any]) -> spec.Architecture:
         spec.Dropout("drop", rates[3]),
         spec.Dense("classification", o["num_classes"], regularized=o["l2_output"]),
     ]
-    return _arch(name, o, layers)
+    return opt.classifier(name, o, layers)
 
 
 def _options(dropout: Any, l2_output: bool) -> dict[str, opt.Option]:

@@ -54,15 +54,7 @@ def architecture(name: str, o: dict[str, Any]) -> spec.Architecture:
         spec.ReLU("relu4"),
         spec.Dense("dense3", o["num_classes"]),
     ]
-    return spec.Architecture(
-        preset=name,
-        layers=tuple(layers),
-        input_shape=o["input_shape"],
-        num_classes=o["num_classes"],
-        task="multiclass",
-        norm=opt.norm_settings(o),
-        l2=o["l2"],
-    )
+    return opt.classifier(name, o, layers)
 
 
 register(

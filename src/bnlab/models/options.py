@@ -14,7 +14,7 @@ from typing import Any
 
 from bnlab._validation import check_choice, check_number, check_options, check_positive_int
 from bnlab.errors import ConfigError
-from bnlab.models.spec import NormSettings
+from bnlab.models.spec import Architecture, Layer, NormSettings
 from bnlab.nn import norm_kinds
 
 Check = Callable[[str, Any], Any]
@@ -174,4 +174,17 @@ def norm_settings(o: Mapping[str, Any]) -> NormSettings:
         momentum=o["bn_momentum"],
         epsilon=o["bn_epsilon"],
         options=dict(o["norm_options"]),
+    )
+
+
+def classifier(preset: str, o: Mapping[str, Any], layers: Sequence[Layer]) -> Architecture:
+    """The :class:`Architecture` of a multiclass preset from its resolved options ``o``."""
+    return Architecture(
+        preset=preset,
+        layers=tuple(layers),
+        input_shape=o["input_shape"],
+        num_classes=o["num_classes"],
+        task="multiclass",
+        norm=norm_settings(o),
+        l2=o["l2"],
     )

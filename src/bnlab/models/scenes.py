@@ -47,15 +47,7 @@ def architecture(name: str, o: dict[str, Any]) -> spec.Architecture:
         spec.Dropout("dropout", rate),
         spec.Dense("dense", o["num_classes"]),
     ]
-    return spec.Architecture(
-        preset=name,
-        layers=tuple(layers),
-        input_shape=o["input_shape"],
-        num_classes=o["num_classes"],
-        task="multiclass",
-        norm=opt.norm_settings(o),
-        l2=o["l2"],
-    )
+    return opt.classifier(name, o, layers)
 
 
 register(

@@ -18,7 +18,8 @@ from torch import nn
 
 from bnlab._validation import check_positive_int
 from bnlab.errors import DataError
-from bnlab.nn import BatchNorm, regularization_loss
+from bnlab.nn import regularization_loss
+from bnlab.nn.surgery import find_bn_layers
 from bnlab.train.losses import num_correct, per_sample_loss
 
 #: Upper bound on the number of input values per evaluation batch (64 Mi float32 values
@@ -39,9 +40,9 @@ def mode(model: nn.Module, training: bool) -> Iterator[nn.Module]:
 
 
 def batchnorm_layers(model: nn.Module) -> list[nn.Module]:
-    """Every PyTorch ``BatchNorm*d`` and :class:`bnlab.BatchNorm` in ``model``."""
-    kinds = (nn.modules.batchnorm._BatchNorm, BatchNorm)
-    return [m for m in model.modules() if isinstance(m, kinds)]
+    """Every PyTorch ``BatchNorm*d`` and :class:`bnlab.BatchNorm` in ``model``
+    (:func:`bnlab.nn.surgery.find_bn_layers` without the names)."""
+    return [m for _, m in find_bn_layers(model)]
 
 
 def uses_batch_statistics(model: nn.Module) -> bool:

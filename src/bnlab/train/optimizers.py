@@ -66,6 +66,23 @@ class _KerasOptimizer(torch.optim.Optimizer):
         self.iterations = int(state_dict.pop("iterations", 0))
         super().load_state_dict(state_dict)
 
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.iterations += 1
+        for group in self.param_groups:
+            params, grads = _grads_and_params(group)
+            if params:
+                self._update(group, params, grads)
+        return loss
+
+    def _update(self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
+        """Apply one step to the parameters of ``group`` that have gradients."""
+        raise NotImplementedError
+
 
 class KerasAdam(_KerasOptimizer):
     """Adam exactly as Keras 3 computes it.
@@ -102,50 +119,38 @@ class KerasAdam(_KerasOptimizer):
             "amsgrad": bool(amsgrad),
         }
         super().__init__(params, defaults)
-        self.iterations = 0
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        self.iterations += 1
-        for group in self.param_groups:
-            params, grads = _grads_and_params(group)
-            if not params:
-                continue
-            b1, b2 = group["beta_1"], group["beta_2"]
-            ms, vs, vhats = [], [], []
-            for p in params:
-                state = self.state[p]
-                if not state:
-                    state["m"] = torch.zeros_like(p)
-                    state["v"] = torch.zeros_like(p)
-                    if group["amsgrad"]:
-                        state["v_hat"] = torch.zeros_like(p)
-                ms.append(state["m"])
-                vs.append(state["v"])
+    def _update(self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
+        b1, b2 = group["beta_1"], group["beta_2"]
+        ms, vs, vhats = [], [], []
+        for p in params:
+            state = self.state[p]
+            if not state:
+                state["m"] = torch.zeros_like(p)
+                state["v"] = torch.zeros_like(p)
                 if group["amsgrad"]:
-                    vhats.append(state["v_hat"])
-            alpha = _adam_alpha(group["lr"], b1, b2, self.iterations, params[0].dtype)
-
-            torch._foreach_mul_(ms, b1)
-            torch._foreach_add_(ms, grads, alpha=1 - b1)
-            torch._foreach_mul_(vs, b2)
-            torch._foreach_add_(vs, torch._foreach_mul(grads, grads), alpha=1 - b2)
+                    state["v_hat"] = torch.zeros_like(p)
+            ms.append(state["m"])
+            vs.append(state["v"])
             if group["amsgrad"]:
-                torch._foreach_maximum_(vhats, vs)
-                vs = vhats
-            torch._foreach_add_(
-                params,
-                torch._foreach_div(
-                    torch._foreach_mul(ms, alpha),
-                    torch._foreach_add(torch._foreach_sqrt(vs), group["epsilon"]),
-                ),
-                alpha=-1,
-            )
-        return loss
+                vhats.append(state["v_hat"])
+        alpha = _adam_alpha(group["lr"], b1, b2, self.iterations, params[0].dtype)
+
+        torch._foreach_mul_(ms, b1)
+        torch._foreach_add_(ms, grads, alpha=1 - b1)
+        torch._foreach_mul_(vs, b2)
+        torch._foreach_add_(vs, torch._foreach_mul(grads, grads), alpha=1 - b2)
+        if group["amsgrad"]:
+            torch._foreach_maximum_(vhats, vs)
+            vs = vhats
+        torch._foreach_add_(
+            params,
+            torch._foreach_div(
+                torch._foreach_mul(ms, alpha),
+                torch._foreach_add(torch._foreach_sqrt(vs), group["epsilon"]),
+            ),
+            alpha=-1,
+        )
 
 
 class KerasSGD(_KerasOptimizer):
@@ -163,37 +168,25 @@ class KerasSGD(_KerasOptimizer):
         check_number("momentum", momentum, low=0.0, high=1.0)
         defaults = {"lr": float(lr), "momentum": float(momentum), "nesterov": bool(nesterov)}
         super().__init__(params, defaults)
-        self.iterations = 0
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        self.iterations += 1
-        for group in self.param_groups:
-            params, grads = _grads_and_params(group)
-            if not params:
-                continue
-            lr, mom = group["lr"], group["momentum"]
-            if mom == 0:
-                torch._foreach_add_(params, grads, alpha=-lr)
-                continue
-            bufs = []
-            for p in params:
-                state = self.state[p]
-                if not state:
-                    state["m"] = torch.zeros_like(p)
-                bufs.append(state["m"])
-            torch._foreach_mul_(bufs, mom)
-            torch._foreach_add_(bufs, grads, alpha=-lr)
-            if group["nesterov"]:
-                torch._foreach_add_(params, grads, alpha=-lr)
-                torch._foreach_add_(params, bufs, alpha=mom)
-            else:
-                torch._foreach_add_(params, bufs)
-        return loss
+    def _update(self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
+        lr, mom = group["lr"], group["momentum"]
+        if mom == 0:
+            torch._foreach_add_(params, grads, alpha=-lr)
+            return
+        bufs = []
+        for p in params:
+            state = self.state[p]
+            if not state:
+                state["m"] = torch.zeros_like(p)
+            bufs.append(state["m"])
+        torch._foreach_mul_(bufs, mom)
+        torch._foreach_add_(bufs, grads, alpha=-lr)
+        if group["nesterov"]:
+            torch._foreach_add_(params, grads, alpha=-lr)
+            torch._foreach_add_(params, bufs, alpha=mom)
+        else:
+            torch._foreach_add_(params, bufs)
 
 
 class KerasRMSprop(_KerasOptimizer):
@@ -230,50 +223,38 @@ class KerasRMSprop(_KerasOptimizer):
             "centered": bool(centered),
         }
         super().__init__(params, defaults)
-        self.iterations = 0
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        self.iterations += 1
-        for group in self.param_groups:
-            params, grads = _grads_and_params(group)
-            if not params:
-                continue
-            rho, mom = group["rho"], group["momentum"]
-            vs, mgs, bufs = [], [], []
-            for p in params:
-                state = self.state[p]
-                if not state:
-                    state["v"] = torch.zeros_like(p)
-                    if group["centered"]:
-                        state["mg"] = torch.zeros_like(p)
-                    if mom > 0:
-                        state["m"] = torch.zeros_like(p)
-                vs.append(state["v"])
+    def _update(self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
+        rho, mom = group["rho"], group["momentum"]
+        vs, mgs, bufs = [], [], []
+        for p in params:
+            state = self.state[p]
+            if not state:
+                state["v"] = torch.zeros_like(p)
                 if group["centered"]:
-                    mgs.append(state["mg"])
+                    state["mg"] = torch.zeros_like(p)
                 if mom > 0:
-                    bufs.append(state["m"])
-            torch._foreach_mul_(vs, rho)
-            torch._foreach_add_(vs, torch._foreach_mul(grads, grads), alpha=1 - rho)
-            denominators = torch._foreach_add(vs, group["epsilon"])
+                    state["m"] = torch.zeros_like(p)
+            vs.append(state["v"])
             if group["centered"]:
-                torch._foreach_mul_(mgs, rho)
-                torch._foreach_add_(mgs, grads, alpha=1 - rho)
-                torch._foreach_add_(denominators, torch._foreach_mul(mgs, mgs), alpha=-1)
-            torch._foreach_sqrt_(denominators)
-            increments = torch._foreach_div(torch._foreach_mul(grads, group["lr"]), denominators)
+                mgs.append(state["mg"])
             if mom > 0:
-                torch._foreach_mul_(bufs, mom)
-                torch._foreach_add_(bufs, increments)
-                torch._foreach_add_(params, bufs, alpha=-1)
-            else:
-                torch._foreach_add_(params, increments, alpha=-1)
-        return loss
+                bufs.append(state["m"])
+        torch._foreach_mul_(vs, rho)
+        torch._foreach_add_(vs, torch._foreach_mul(grads, grads), alpha=1 - rho)
+        denominators = torch._foreach_add(vs, group["epsilon"])
+        if group["centered"]:
+            torch._foreach_mul_(mgs, rho)
+            torch._foreach_add_(mgs, grads, alpha=1 - rho)
+            torch._foreach_add_(denominators, torch._foreach_mul(mgs, mgs), alpha=-1)
+        torch._foreach_sqrt_(denominators)
+        increments = torch._foreach_div(torch._foreach_mul(grads, group["lr"]), denominators)
+        if mom > 0:
+            torch._foreach_mul_(bufs, mom)
+            torch._foreach_add_(bufs, increments)
+            torch._foreach_add_(params, bufs, alpha=-1)
+        else:
+            torch._foreach_add_(params, increments, alpha=-1)
 
 
 _CLASSES: dict[str, type[torch.optim.Optimizer]] = {
