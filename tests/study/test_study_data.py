@@ -80,3 +80,51 @@ def test_seed002_on_the_real_fashion_mnist(tmp_path, shared_data):
     runs = load_runs(tmp_path / "runs.db").set_index("variant")
     assert result.trained == 2 and set(runs["status"]) == {"finished"}, runs["error"].tolist()
     assert (runs["final_val_accuracy"] > 0.3).all()  # one epoch of 16 steps beats chance (0.1)
+
+
+def _small_cifar(folder, per_batch: int = 16) -> None:
+    """CIFAR-10 python batches as the real ones are written (pickle protocol 2, bytes keys)."""
+    import pickle
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {
+            b"batch_label": name.encode(),
+            b"labels": [int(v) for v in rng.integers(0, 10, size=per_batch)],
+            b"data": rng.integers(0, 256, size=(per_batch, 3072), dtype=np.uint8),
+        }
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    names = [f"class{i}".encode() for i in range(10)]
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": names}, protocol=2))
+
+
+def test_seed003_as_shipped_on_whatever_cifar10_the_user_has(tmp_path):
+    """seed003's split, augmentation and L2 variants on an 80-image CIFAR-10, 1 epoch, 1 seed;
+    without CIFAR-10 the study stops with the hint before anything is stored."""
+    from bnlab.report import collect, render_html
+    from bnlab.study import load
+    from bnlab.study.runner import load_data
+
+    spec = read_spec_source("seed003")
+    spec["train"]["epochs"], spec["seeds"] = 1, 1
+    spec["data"]["download"] = False  # no network in tests
+    with pytest.raises(DataError) as info:
+        run(spec, store=tmp_path / "none.db", data_dir=tmp_path, progress=False)
+    assert "CIFAR-10" in str(info.value) and "\n" not in str(info.value)
+
+    _small_cifar(tmp_path / "cifar-10-batches-py")
+    options = {k: v for k, v in spec["data"].items() if k not in ("name", "hint")}
+    data = load_data("cifar10", options, data_dir=tmp_path)
+    # 80 training images, 20 % held out as train_test_split(test_size=0.2, random_state=42)
+    assert (len(data.y_train), len(data.y_val), len(data.y_test)) == (64, 16, 16)
+    assert float(data.x_train.max()) <= 1.0  # pixels / 255, as the seed
+    store = tmp_path / "runs.db"
+    run(spec, store=store, data_dir=tmp_path, engine="sequential", progress=False)
+    runs = load_runs(store).set_index("variant")
+    assert set(runs["status"]) == {"finished"}, runs["error"].tolist()
+    assert set(runs["val_source"]) == {"validation"}  # val_* columns: the held-out 20 %
+    frame = load(store).set_index("variant")
+    assert frame.loc["l2_001", "reg_loss"] > 0 and frame.loc["no_l2", "reg_loss"] == 0
+    text = render_html(collect(store), tmp_path / "report.html").read_text()
+    assert "regularizer share of the training loss per epoch" in text

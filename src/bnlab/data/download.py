@@ -138,5 +138,5 @@ def download(remote: RemoteFile, folder: str | Path, *, progress: bool | None = 
         finally:
             tmp_path.unlink(missing_ok=True)
     raise DataError(
-        f"could not download {remote.filename} into {folder}:\n  " + "\n  ".join(failures)
+        f"could not download {remote.filename} into {folder} ({'; '.join(failures)})"
     )
