@@ -24,9 +24,9 @@ with equal weight, as the study has equal counts); ratios are computed from numb
 run only, over the variants Keras was timed on. Prints one JSON line on stdout; notes go to
 stderr. Run from the repository root::
 
-    python benchmarks/study_speed.py --epochs 5                 # ~1-2 min on 2 CPU cores
-    python benchmarks/study_speed.py                            # 100 epochs, 10 seeds: long
-    python benchmarks/study_speed.py --epochs 20 --seeds 4 --keras-runs 2
+    python benchmarks/study_speed.py --epochs 5                 # ~1.5 min on 2 idle CPU cores
+    python benchmarks/study_speed.py --epochs 100 --seeds 10    # the whole study: hours on CPU
+    python benchmarks/study_speed.py --epochs 20 --seeds 4 --keras-runs 4 --no-precise-eval
     python benchmarks/study_speed.py --device cuda --keras-runs 2
 """
 
@@ -44,7 +44,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path(
-    os.environ.get("BNLAB_DATA") or os.environ.get("BNLAB_SHARED_DATA") or REPO.parent / "shared" / "data"
+    os.environ.get("BNLAB_DATA")
+    or os.environ.get("BNLAB_SHARED_DATA")
+    or REPO.parent / "shared" / "data"
 )
 STUDY = "seed002"
 VARIANTS = ("no_bn", "bn")  # the study's variants, in its order
@@ -281,7 +283,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=100, help="epochs per run (default 100)")
     parser.add_argument(
-        "--seeds", type=int, default=10, help="runs per variant timed for each bnlab engine"
+        "--seeds",
+        type=int,
+        default=3,
+        help="runs per variant timed for each bnlab engine (default 3; the study has 10)",
     )
     parser.add_argument(
         "--keras-runs",

@@ -1,0 +1,68 @@
+"""``benchmarks/study_speed.py`` runs and prints the JSON it promises (no timing asserted)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "study_speed.py"
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("study_speed", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _check_engine(entry: dict, models: int) -> None:
+    assert entry["models"] == models
+    assert entry["per_model_s"] > 0
+    assert set(entry["per_variant_per_model_s"]) <= {"no_bn", "bn"}
+    for accuracy in entry["mean_final_test_accuracy"].values():
+        assert 0 <= accuracy <= 1
+
+
+def test_ratio_is_per_model_over_the_variants_both_timed():
+    ratio = _module()._ratio
+    keras = {"per_variant_per_model_s": {"no_bn": 6.0}}
+    bnlab = {"per_variant_per_model_s": {"no_bn": 2.0, "bn": 100.0}}
+    assert ratio(keras, bnlab) == 3.0
+    assert ratio({}, bnlab) is None
+
+
+def test_bnlab_engines_one_epoch(shared_data, capsys):
+    code = _module().main(
+        ["--epochs", "1", "--seeds", "1", "--engines", "stacked,sequential",
+         "--data-dir", str(shared_data)]
+    )
+    assert code == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["benchmark"] == "study_speed" and out["epochs"] == 1
+    assert out["train_test"] == [1000, 1000]
+    for key in ("bnlab_stacked", "bnlab_sequential"):
+        _check_engine(out[key], 2)
+    # Same seeds, same runs: both engines reach the same accuracies (parity, CPU).
+    for variant, acc in out["bnlab_sequential"]["mean_final_test_accuracy"].items():
+        assert abs(out["bnlab_stacked"]["mean_final_test_accuracy"][variant] - acc) < 1e-3
+    assert out["ratios_per_model"]["bnlab_sequential/bnlab_stacked"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.keras
+def test_with_keras_in_a_subprocess(shared_data, keras):
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--epochs", "1", "--seeds", "1", "--keras-runs", "1",
+         "--data-dir", str(shared_data)],
+        capture_output=True, text=True, check=True, timeout=600,
+    )
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    _check_engine(out["keras_torch"], 1)
+    assert "skipped" in out["keras_tensorflow"] or out["keras_tensorflow"]["per_model_s"] > 0
+    for key in ("keras_torch/bnlab_stacked", "keras_torch/bnlab_sequential"):
+        assert out["ratios_per_model"][key] > 0
