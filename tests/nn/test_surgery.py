@@ -97,3 +97,20 @@ def test_root_module_and_errors():
         convert(converted, to="torch", momentum=0.9)
     with pytest.raises(ConfigError, match="unknown option 'eps'"):
         convert(nn.Sequential(nn.BatchNorm1d(3)), eps=1e-3)
+
+
+def test_same_padding_with_an_even_kernel_equals_torchs_without_its_warning():
+    import warnings
+
+    from bnlab.nn import Conv2d
+
+    torch.manual_seed(0)
+    conv = Conv2d(3, 5, 4, padding="same")
+    reference = torch.nn.Conv2d(3, 5, 4, padding="same")
+    reference.load_state_dict(conv.state_dict())
+    x = torch.randn(2, 3, 9, 7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = conv(x)
+    assert out.shape == (2, 5, 9, 7)
+    assert torch.equal(out, reference(x))

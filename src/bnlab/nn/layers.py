@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from bnlab._validation import check_choice
 from bnlab.nn import initializers, regularizers
@@ -40,6 +41,19 @@ class Dense(nn.Linear):
 
     def regularization_loss(self) -> torch.Tensor | None:
         return None if self.kernel_regularizer is None else self.kernel_regularizer(self.weight)
+
+
+def uneven_same_padding(conv: nn.Conv2d) -> tuple[int, int, int, int] | None:
+    """``(left, right, top, bottom)`` zero padding for a ``padding="same"`` convolution whose
+    sides differ (an even kernel: one more at the bottom/right, as TensorFlow and torch pad);
+    ``None`` when the padding is not "same" or its sides are equal."""
+    if conv.padding != "same":
+        return None
+    totals = [d * (k - 1) for d, k in zip(conv.dilation, conv.kernel_size, strict=True)]
+    if all(t % 2 == 0 for t in totals):
+        return None
+    th, tw = totals
+    return (tw // 2, tw - tw // 2, th // 2, th - th // 2)
 
 
 class Conv2d(nn.Conv2d):
@@ -74,6 +88,16 @@ class Conv2d(nn.Conv2d):
         self._kernel_init(self.weight)
         if self.bias is not None:
             self._bias_init(self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads = uneven_same_padding(self)
+        if pads is None:
+            return super().forward(x)
+        # What torch does for "same" with an even kernel, written out: pad (one more at the
+        # bottom/right) and convolve unpadded. Torch warns about its copy on every call.
+        return F.conv2d(
+            F.pad(x, pads), self.weight, self.bias, self.stride, 0, self.dilation, self.groups
+        )
 
     def regularization_loss(self) -> torch.Tensor | None:
         return None if self.kernel_regularizer is None else self.kernel_regularizer(self.weight)

@@ -93,6 +93,7 @@ from torch import nn
 from bnlab._validation import check_choice, check_options, check_positive_int
 from bnlab.errors import ConfigError, DataError
 from bnlab.nn import BatchNorm
+from bnlab.nn.layers import uneven_same_padding
 from bnlab.nn.regularizers import L1L2
 from bnlab.train.batching import batch_sizes, permutation
 from bnlab.train.class_weight import describe, resolve_class_weight
@@ -312,6 +313,11 @@ class StackedConv2d(_StackedLayer):
             c.dilation,
             c.groups,
         )
+        # "same" with an even kernel: pad the input once, then convolve unpadded (torch would
+        # copy a padded input inside every convolution, warning each time).
+        self.pre_pad = uneven_same_padding(c)
+        if self.pre_pad is not None:
+            self.padding = 0
         self.kernels = kernels
         self.out_channels = c.out_channels
         self.weight = nn.Parameter(torch.cat([m.weight.detach() for m in convs]).clone())
@@ -328,6 +334,8 @@ class StackedConv2d(_StackedLayer):
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pre_pad is not None:
+            x = F.pad(x, self.pre_pad)
         if self.kernels == "per_run" and self.k > 1:
             weights = self.weight.split(self.out_channels)
             biases = [None] * self.k if self.bias is None else self.bias.split(self.out_channels)
