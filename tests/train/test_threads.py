@@ -35,10 +35,12 @@ def test_training_threads_sets_one_thread_and_restores(no_thread_env):
     session = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        with training_threads(build("circles_mlp"), (2,), 32, torch.device("cpu")):
+        small = macs_per_step(build("circles_mlp"), (2,), 32)
+        with training_threads(small, torch.device("cpu")):
             assert torch.get_num_threads() == 1
         assert torch.get_num_threads() == 2
-        with training_threads(build("fashion_cnn"), (1, 28, 28), 64, torch.device("cpu")):
+        large = macs_per_step(build("fashion_cnn"), (1, 28, 28), 64)
+        with training_threads(large, torch.device("cpu")):
             assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(session)

@@ -139,16 +139,16 @@ def run_study(
     any time and run the same command again to continue.
     """
     options: dict[str, Any] = dict(engine=engine, device=device, jobs=jobs, new=new)
-    if executor != "local" or address is not None:
-        if executor != "ray" and address is not None:
-            from bnlab.errors import ConfigError
+    if address is not None and executor != "ray":
+        from bnlab.errors import ConfigError
 
-            raise ConfigError(
-                f"address: {address!r} is an option of --executor ray, not of {executor!r}"
-            )
+        raise ConfigError(
+            f"address: {address!r} is an option of --executor ray, not of {executor!r}"
+        )
+    if executor != "local":
         options["executor"] = executor
-        if address is not None:
-            options["executor_options"] = {"address": address}
+    if address is not None:
+        options["executor_options"] = {"address": address}
     if data_dir is not None:
         options["data_dir"] = data_dir
     data = _run_and_summarize(study, store, **options)

@@ -152,6 +152,11 @@ def _bnlab_version() -> str:
     return __version__
 
 
+def _embed(fig, alt: str, caption: str) -> str:
+    """``fig`` as a self-contained ``<figure>`` (PNG in a data URI)."""
+    return html.figure(plots.data_uri(plots.to_png(fig)), alt, caption)
+
+
 def _figures(data: StudyData, variants: list[str], colors: dict, set_name: str) -> list[str]:
     epochs = data.finished_epochs
     left_out = len(data.problem_runs)
@@ -171,8 +176,8 @@ def _figures(data: StudyData, variants: list[str], colors: dict, set_name: str) 
             else ""
         )
         out.append(
-            html.figure(
-                plots.data_uri(plots.to_png(fig)),
+            _embed(
+                fig,
                 f"{set_name} accuracy and loss per epoch",
                 f"Accuracy and loss on the {set_name} set at the end of each epoch, in inference "
                 f"mode (BN uses its moving averages). Line: mean over seeds; band: 95 % t-interval."
@@ -182,8 +187,8 @@ def _figures(data: StudyData, variants: list[str], colors: dict, set_name: str) 
     fig = plots.train_mode_curves(epochs, variants, colors)
     if fig is not None:
         out.append(
-            html.figure(
-                plots.data_uri(plots.to_png(fig)),
+            _embed(
+                fig,
                 "training accuracy in train mode and inference mode",
                 "The training set seen two ways. Solid: accuracy in train mode (BN normalises with "
                 "each batch's statistics), averaged over the epoch's batches as Keras reports it. "
@@ -195,8 +200,8 @@ def _figures(data: StudyData, variants: list[str], colors: dict, set_name: str) 
     fig = plots.regularization_share(epochs, variants, colors)
     if fig is not None:
         out.append(
-            html.figure(
-                plots.data_uri(plots.to_png(fig)),
+            _embed(
+                fig,
                 "regularizer share of the training loss per epoch",
                 "How much of the training loss is the regularizer (e.g. L2 on the kernels: "
                 "l2 × Σw², as Keras adds it) rather than the data loss, per epoch; mean over "
@@ -211,8 +216,8 @@ def _figures(data: StudyData, variants: list[str], colors: dict, set_name: str) 
     if fig is not None:
         out.append('<h2 id="distribution">Final accuracy of every run</h2>')
         out.append(
-            html.figure(
-                plots.data_uri(plots.to_png(fig)),
+            _embed(
+                fig,
                 f"final {set_name} accuracy per variant",
                 f"Final {set_name} accuracy of each finished run (dot), its variant's box plot "
                 "(median and quartiles) and mean (diamond).",

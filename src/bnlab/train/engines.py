@@ -157,6 +157,7 @@ def plan_chunks(
     data_bytes: int = 0,
     eval_rows: int = 1024,
     input_shape: tuple[int, ...] | None = None,
+    estimate: MemoryEstimate | None = None,
 ) -> list[int]:
     """Sizes of the consecutive stacks that train ``runs`` runs of ``model`` within memory.
 
@@ -164,6 +165,7 @@ def plan_chunks(
     (``data_bytes``, shared by the stack) plus ``k`` times one run's
     :meth:`MemoryEstimate.per_run`. The runs are split into the fewest chunks that fit, as
     equal as possible (e.g. 10 runs, 4 fit -> ``[4, 3, 3]``). ``chunk_size`` caps a chunk.
+    ``estimate``: one run's :func:`estimate_memory`, when the caller has it already.
     """
     if runs < 1:
         return []
@@ -173,7 +175,8 @@ def plan_chunks(
         check_number("max_memory", max_memory, low=1, integer=True)
     if chunk_size is not None:
         check_number("chunk_size", chunk_size, low=1, integer=True)
-    estimate = estimate_memory(model, optimizer=optimizer, input_shape=input_shape)
+    if estimate is None:
+        estimate = estimate_memory(model, optimizer=optimizer, input_shape=input_shape)
     per_run = estimate.per_run(batch_size, eval_rows)
     room = int(max_memory) - int(data_bytes)
     fit = room // per_run if room > 0 else 0

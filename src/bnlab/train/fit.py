@@ -49,7 +49,7 @@ from bnlab.train.optimizers import OptimizerSpec, make_optimizer, optimizer_name
 from bnlab.train.progress import EpochProgress, progress_enabled
 from bnlab.train.seeding import check_seed, derive_seed
 from bnlab.train.step import train_step
-from bnlab.train.threads import training_threads
+from bnlab.train.threads import macs_per_step, training_threads
 
 EpochCallback = Callable[[int, dict], Any]
 
@@ -211,9 +211,13 @@ def fit(
     if augmenter is not None:
         aug_gen = torch.Generator(device=device).manual_seed(derive_seed(seed, "augment"))
 
+    # The step's cost decides the CPU thread count; it is not needed on a GPU.
+    step_macs = (
+        macs_per_step(model, tuple(x_train.shape[1:]), batch_size) if device.type == "cpu" else None
+    )
     start = time.perf_counter()
     with (
-        training_threads(model, tuple(x_train.shape[1:]), batch_size, device),
+        training_threads(step_macs, device),
         _dropout_rng(device, derive_seed(seed, "dropout")),
         mode(model, True),
         EpochProgress(show_progress, epochs) as bar,

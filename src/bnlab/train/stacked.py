@@ -104,6 +104,7 @@ from bnlab.train.losses import per_sample_loss, predictions
 from bnlab.train.optimizers import _OPTIONS, DEFAULT_LR, optimizer_name, resolve_lr
 from bnlab.train.progress import EpochProgress, progress_enabled
 from bnlab.train.seeding import check_seed, derive_seed
+from bnlab.train.threads import training_threads
 
 PRECISIONS = ("float32", "tf32", "bf16")
 DROPOUT_RNG = ("per_run", "shared")
@@ -1132,7 +1133,7 @@ def fit_stacked(
 def iter_fit_stacked(models: Sequence[nn.Module], dataset, *, seeds, **kw):
     """Like :func:`fit_stacked`, yielding ``(run_index, History)`` as each chunk finishes
     (diverged runs as soon as they are dropped)."""
-    from bnlab.train.engines import plan_chunks
+    from bnlab.train.engines import estimate_memory, plan_chunks
 
     models = list(models)
     seeds = [check_seed(s) for s in seeds]
@@ -1141,6 +1142,8 @@ def iter_fit_stacked(models: Sequence[nn.Module], dataset, *, seeds, **kw):
     if not models:
         return
     cfg, data, lrs = _prepare(models, dataset, seeds, **kw)
+    input_shape = tuple(data.x_train.shape[1:])
+    estimate = estimate_memory(models[0], optimizer=cfg.optimizer, input_shape=input_shape)
     sizes = plan_chunks(
         models[0],
         len(models),
@@ -1151,17 +1154,14 @@ def iter_fit_stacked(models: Sequence[nn.Module], dataset, *, seeds, **kw):
         optimizer=cfg.optimizer,
         data_bytes=_data_bytes(data),
         eval_rows=cfg.eval_rows or cfg.params["eval_batch_size"],
-        input_shape=tuple(data.x_train.shape[1:]),
+        estimate=estimate,
     )
-    from bnlab.train.threads import training_threads
-
     start = 0
     for size in sizes:
         idx = list(range(start, start + size))
         # A stack of K runs costs K runs' multiply-accumulates per step.
-        with training_threads(
-            models[0], tuple(data.x_train.shape[1:]), cfg.batch_size * size, cfg.device
-        ):
+        macs = estimate.macs_per_sample * cfg.batch_size * size
+        with training_threads(macs, cfg.device):
             yield from _train_stack(
                 [models[i] for i in idx],
                 [seeds[i] for i in idx],

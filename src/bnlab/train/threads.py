@@ -25,14 +25,14 @@ from torch import nn
 SMALL_STEP_MACS = 50_000_000
 
 
-def threads_for(macs_per_step: int | None) -> int | None:
+def threads_for(step_macs: int | None) -> int | None:
     """The intra-op thread count for a CPU run of that cost, or ``None`` to leave torch's."""
     chosen = os.environ.get("BNLAB_THREADS", "").strip()
     if chosen.isdigit() and int(chosen) > 0:
         return int(chosen)
-    if os.environ.get("OMP_NUM_THREADS") or macs_per_step is None:
+    if os.environ.get("OMP_NUM_THREADS") or step_macs is None:
         return None
-    return 1 if macs_per_step <= SMALL_STEP_MACS else None
+    return 1 if step_macs <= SMALL_STEP_MACS else None
 
 
 def macs_per_step(model: nn.Module, input_shape: tuple[int, ...], batch_size: int) -> int | None:
@@ -47,13 +47,12 @@ def macs_per_step(model: nn.Module, input_shape: tuple[int, ...], batch_size: in
 
 
 @contextmanager
-def training_threads(
-    model: nn.Module, input_shape: tuple[int, ...], batch_size: int, device: torch.device
-) -> Iterator[None]:
-    """Use :func:`threads_for`'s thread count while training on CPU; restore it afterwards."""
-    threads = None
-    if torch.device(device).type == "cpu":
-        threads = threads_for(macs_per_step(model, input_shape, batch_size))
+def training_threads(step_macs: int | None, device: torch.device | str) -> Iterator[None]:
+    """Use :func:`threads_for`'s thread count while training on CPU; restore it afterwards.
+
+    ``step_macs``: the training step's forward multiply-accumulates (:func:`macs_per_step`;
+    for a stack of K runs, K times one run's)."""
+    threads = threads_for(step_macs) if torch.device(device).type == "cpu" else None
     before = torch.get_num_threads()
     if threads is None or threads == before:
         yield
