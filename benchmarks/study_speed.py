@@ -12,11 +12,15 @@ one invocation:
   the reason in the JSON).
 
 bnlab runs go through the study's own engines (``bnlab.study.engines``) with the study's
-settings from ``seed002.toml`` (``precise_eval`` included: bnlab evaluates the test set, the
-training set and, for BN, both again with exact BN statistics every epoch; Keras evaluates the
-test set only, so bnlab does more work per epoch; ``--no-precise-eval`` drops the exact-
-statistics passes). Keras runs in a subprocess per backend (the backend is fixed at import) on
-the same arrays. Every engine first trains one untimed warm-up model for one epoch, so one-time
+settings from ``seed002.toml``, and one of two amounts of work per epoch (``--work``):
+
+* ``seed`` (default): what the seed's ``fit(validation_data=...)`` does -- train, then
+  evaluate the test set once (``train_eval=False, precise_eval=False``);
+* ``study``: what the built-in study records -- also the training set in inference mode
+  and, for BN, both sets again with exact BN statistics (one more pass to collect them):
+  2 inference passes per epoch without BN, 5 with BN, against Keras's 1.
+
+Keras runs in a subprocess per backend (the backend is fixed at import) on the same arrays. Every engine first trains one untimed warm-up model for one epoch, so one-time
 start-up costs (kernel selection, Keras's tracing) are charged to no one.
 
 Times are wall-clock seconds per trained model (per variant, then averaged over the variants
@@ -24,9 +28,9 @@ with equal weight, as the study has equal counts); ratios are computed from numb
 run only, over the variants Keras was timed on. Prints one JSON line on stdout; notes go to
 stderr. Run from the repository root::
 
-    python benchmarks/study_speed.py --epochs 5                 # ~1.5 min on 2 idle CPU cores
+    python benchmarks/study_speed.py --epochs 5                 # ~1 min on 2 idle CPU cores
+    python benchmarks/study_speed.py --epochs 5 --work study    # the study's evaluations too
     python benchmarks/study_speed.py --epochs 100 --seeds 10    # the whole study: hours on CPU
-    python benchmarks/study_speed.py --epochs 20 --seeds 4 --keras-runs 4 --no-precise-eval
     python benchmarks/study_speed.py --device cuda --keras-runs 2
 """
 
@@ -66,8 +70,16 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _load_study(data_dir: Path, epochs: int, precise_eval: bool):
-    """The seed002 study's requests (all seeds) and its dataset, with ``epochs`` replaced."""
+#: Per-epoch evaluation work: fit options of each ``--work``.
+WORK = {
+    "seed": {"train_eval": False, "precise_eval": False},
+    "study": {"train_eval": True, "precise_eval": True},
+}
+
+
+def _load_study(data_dir: Path, epochs: int, work: str):
+    """The seed002 study's requests (all seeds) and its dataset, with ``epochs`` and the
+    evaluation work replaced."""
     from bnlab.study.runner import _request, load_data
     from bnlab.study.spec import load_spec
 
@@ -81,9 +93,9 @@ def _load_study(data_dir: Path, epochs: int, precise_eval: bool):
         requests[name] = []
         for seed in spec.seeds:
             # The study's own request (model options fitted to the data, fit options from
-            # the TOML), with the epochs and exact-statistics pass this benchmark asks for.
+            # the TOML), with the epochs and evaluation work this benchmark asks for.
             base = _request(spec, variant, seed, dataset)
-            fit_options = {**base.fit_options, "epochs": epochs, "precise_eval": precise_eval}
+            fit_options = {**base.fit_options, "epochs": epochs, **WORK[work]}
             requests[name].append(
                 type(base)(
                     base.study,
@@ -303,10 +315,11 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated subset of stacked, sequential, keras (default all)",
     )
     parser.add_argument(
-        "--no-precise-eval",
-        dest="precise_eval",
-        action="store_false",
-        help="drop the study's exact-BN-statistics evaluation passes",
+        "--work",
+        choices=sorted(WORK),
+        default="seed",
+        help="evaluation per epoch: 'seed' = the test set once, as the seed's Keras code "
+        "(default); 'study' = the built-in study's train_eval and precise_eval passes too",
     )
     parser.add_argument("--keras-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -328,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"--engines: unknown {sorted(unknown)}")
 
-    spec, dataset, requests = _load_study(args.data_dir, args.epochs, args.precise_eval)
+    spec, dataset, requests = _load_study(args.data_dir, args.epochs, args.work)
     seeds = min(args.seeds, len(spec.seeds))
     out: dict = {
         "benchmark": "study_speed",
@@ -336,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
         "epochs": args.epochs,
         "seeds_per_variant": seeds,
         "batch_size": requests["bn"][0].fit_options["batch_size"],
-        "precise_eval": args.precise_eval,
+        "work": args.work,
+        "bnlab_fit_options": WORK[args.work],
         "train_test": [int(dataset.x_train.shape[0]), int(dataset.x_test.shape[0])],
         "device": args.device,
         "cpu": _cpu_name(),

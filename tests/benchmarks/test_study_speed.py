@@ -36,14 +36,17 @@ def test_ratio_is_per_model_over_the_variants_both_timed():
     assert ratio({}, bnlab) is None
 
 
-def test_bnlab_engines_one_epoch(shared_data, capsys):
+@pytest.mark.parametrize("work", ["seed", "study"])
+def test_bnlab_engines_one_epoch(shared_data, capsys, work):
     code = _module().main(
         ["--epochs", "1", "--seeds", "1", "--engines", "stacked,sequential",
-         "--data-dir", str(shared_data)]
+         "--data-dir", str(shared_data), "--work", work]
     )
     assert code == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["benchmark"] == "study_speed" and out["epochs"] == 1
+    assert out["work"] == work
+    assert out["bnlab_fit_options"]["train_eval"] is (work == "study")
     assert out["train_test"] == [1000, 1000]
     for key in ("bnlab_stacked", "bnlab_sequential"):
         _check_engine(out[key], 2)

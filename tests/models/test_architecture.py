@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
 
 from bnlab.errors import ConfigError
-from bnlab.models import build
+from bnlab.models import architecture, build
 from bnlab.models.layers import Flatten
 from bnlab.nn import BatchNorm, norm_kinds, regularization_loss
 
@@ -29,16 +30,51 @@ def test_flatten_orders_features_like_keras_channels_last():
     assert torch.equal(Flatten()(torch.arange(6.0).reshape(2, 3)), torch.arange(6.0).reshape(2, 3))
 
 
+def spec_names(preset: str, **options) -> list[str]:
+    return [layer.name for layer in architecture(preset, **options).layers]
+
+
 def test_fashion_layers_in_the_seeds_order():
-    assert names(build("fashion_cnn")) == [
+    seed = [
         "conv1", "relu1", "pool1", "bn1", "conv2", "relu2", "pool2", "bn2",
+        "conv3", "relu3", "flatten", "bn3", "dropout", "dense",
+    ]  # fmt: skip
+    assert spec_names("fashion_cnn") == seed
+    # The PyTorch module pools before its ReLU (exact, and cheaper: see the next tests).
+    assert names(build("fashion_cnn")) == [
+        "conv1", "pool1", "relu1", "bn1", "conv2", "pool2", "relu2", "bn2",
         "conv3", "relu3", "flatten", "bn3", "dropout", "dense",
     ]  # fmt: skip
     no_bn = ["conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "conv3", "relu3",
              "flatten", "dropout", "dense"]  # fmt: skip
-    assert names(build("fashion_cnn", norm="none")) == no_bn
+    assert spec_names("fashion_cnn", norm="none") == no_bn
     # without a norm, the position changes nothing: same layers, same order
-    assert names(build("fashion_cnn", norm="none", bn_position="before_activation")) == no_bn
+    assert spec_names("fashion_cnn", norm="none", bn_position="before_activation") == no_bn
+    assert names(build("fashion_cnn", norm="none", bn_position="before_activation")) == names(
+        build("fashion_cnn", norm="none")
+    )
+
+
+def test_pooling_before_relu_changes_no_value_and_no_gradient():
+    """Max pooling and ReLU commute, gradients included (raw pixels: many exact ties in the
+    black background, where both send the gradient to the same first maximum)."""
+    from bnlab.data import load
+
+    x = load("digits", scale="raw").x_train[:16]
+    x = torch.nn.functional.interpolate(x, size=(28, 28))  # 28x28 like Fashion-MNIST
+    y = torch.arange(16) % 10
+    built = build("fashion_cnn", dropout=0.0).train()
+    twin = copy.deepcopy(built)
+    children = dict(twin.named_children())
+    seed_order = torch.nn.Sequential(*[children[n] for n in spec_names("fashion_cnn")])
+    out_a, out_b = built(x), seed_order(x)
+    for out in (out_a, out_b):
+        torch.nn.functional.cross_entropy(out, y).backward()
+    assert torch.equal(out_a, out_b)
+    for (name, p), q in zip(built.named_parameters(), twin.parameters(), strict=True):
+        assert torch.equal(p.grad, q.grad), name
+    for (name, b), c in zip(built.named_buffers(), twin.buffers(), strict=True):
+        assert torch.equal(b, c), name
 
 
 def test_before_activation_puts_the_norm_between_linear_and_relu():
@@ -69,8 +105,8 @@ def test_pool_and_flatten_commute_with_relu():
 
 
 def test_malimg_placements():
-    assert names(build("malimg_cnn"))[:6] == ["conv1", "relu1", "pool1", "bn1", "conv2", "relu2"]
-    assert names(build("malimg_cnn", bn_placement="after_conv"))[:8] == [
+    assert spec_names("malimg_cnn")[:6] == ["conv1", "relu1", "pool1", "bn1", "conv2", "relu2"]
+    assert spec_names("malimg_cnn", bn_placement="after_conv")[:8] == [
         "conv1", "relu1", "bn1", "pool1", "conv2", "relu2", "bn2", "pool2",
     ]  # fmt: skip
 

@@ -190,3 +190,23 @@ def test_same_updates_as_keras_optimizers(keras, name, kwargs):
     np.testing.assert_allclose(
         p.detach().numpy(), keras.ops.convert_to_numpy(var), rtol=1e-6, atol=1e-7
     )
+
+
+@pytest.mark.keras
+def test_adam_bit_for_bit_with_keras_over_40_steps(keras):
+    """Keras's torch backend computes ``beta**t`` with ``torch.pow``; at t = 4, 9, 20 and 34
+    float32 ``np.power`` rounds it differently, so this holds only with torch's rounding."""
+    rng = np.random.default_rng(1)
+    w0 = rng.normal(size=(5, 7)).astype("float32")
+    k_opt = keras.optimizers.Adam(learning_rate=1e-3)
+    var = keras.Variable(w0)
+    p = torch.nn.Parameter(torch.tensor(w0))
+    opt = make_optimizer("adam", [p], lr=1e-3)
+    for step in range(1, 41):
+        # float32 gradients: Keras adds a float64 gradient to its float32 moments unrounded.
+        g = (rng.normal(size=(5, 7)) * 10.0 ** rng.integers(-6, 1)).astype("float32")
+        k_opt.apply([keras.ops.convert_to_tensor(g)], [var])
+        _step(opt, p, g)
+        np.testing.assert_array_equal(
+            p.detach().numpy(), keras.ops.convert_to_numpy(var), err_msg=f"step {step}"
+        )

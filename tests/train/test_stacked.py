@@ -166,3 +166,31 @@ def test_augmentation_parity(fashion):
     runs = [(0, {"dropout": 0.0}, None), (1, {"dropout": 0.0}, None)]
     options = dict(FASHION_FIT, epochs=1, augment={"rotation": 15, "width_shift": 0.1})
     check_parity("fashion_cnn", fashion, runs, options)
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_fashion_cnn_bit_for_bit_over_ten_steps(shared_data, k):
+    """On CPU (channels-last, per-run kernels, per-run dropout streams) each stacked run *is*
+    its ``fit`` run: every weight, BN statistic and metric identical after 10 Adam steps.
+
+    Two past differences this pins down: the stack's Adam step size came from ``torch.pow``
+    and ``fit``'s from ``np.power`` (they round ``0.9**4`` differently); and a stack of one
+    held the 1-input-channel ``conv1`` weight NCHW-strided, so oneDNN ran another kernel.
+    """
+    data = load(
+        "fashion_mnist", data_dir=str(shared_data), scale="raw",
+        train_range=[0, 640], test_from="train", test_range=[1000, 1128],
+    )
+    seeds = [5, 6][:k]
+    options = {"epochs": 1, "batch_size": 64, "progress": False, "precise_eval": True}
+    alone = []
+    for seed in seeds:
+        model = build("fashion_cnn", seed)
+        alone.append((model, fit(model, data, seed=seed, **options)))
+    stacked = [build("fashion_cnn", seed) for seed in seeds]
+    histories = fit_stacked(stacked, data, seeds=seeds, **options)
+    for (model, history), model_s, history_s in zip(alone, stacked, histories, strict=True):
+        assert history.params["channels_last"] and history_s.params["channels_last"]
+        for key, value in model.state_dict().items():
+            assert torch.equal(model_s.state_dict()[key], value), key
+        assert history_s.history == history.history

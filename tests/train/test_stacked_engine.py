@@ -19,6 +19,7 @@ from bnlab.train.engines import (
     plan_chunks,
     prefers_stacked,
 )
+from bnlab.train.evaluation import eval_batch_size
 from bnlab.train.stacked import (
     StackedDropout,
     StackedModel,
@@ -81,7 +82,9 @@ def test_chunked_training_equals_one_stack(circles):
     kw = dict(epochs=2, batch_size=32, lr=0.01, **SGD)
     whole = [build("circles_mlp", s, bn_momentum=m) for s, m in runs]
     h_whole = fit_stacked(whole, circles, seeds=[s for s, _ in runs], **kw)
-    per_run = estimate_memory(whole[0]).per_run(32, 1024)
+    # The rows the engine evaluates with on this device (256 on CPU).
+    rows = eval_batch_size(32, circles.x_train[0].numel(), "cpu")
+    per_run = estimate_memory(whole[0]).per_run(32, rows)
     data_bytes = sum(t.numel() * t.element_size() for t in
                      (circles.x_train, circles.y_train, circles.x_test, circles.y_test))
     chunked = [build("circles_mlp", s, bn_momentum=m) for s, m in runs]

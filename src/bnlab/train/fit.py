@@ -45,6 +45,7 @@ from bnlab.train.evaluation import (
     uses_batch_statistics,
 )
 from bnlab.train.history import History
+from bnlab.train.layout import model_layout, to_layout, wants_channels_last
 from bnlab.train.optimizers import OptimizerSpec, make_optimizer, optimizer_name, resolve_lr
 from bnlab.train.progress import EpochProgress, progress_enabled
 from bnlab.train.seeding import check_seed, derive_seed
@@ -66,11 +67,13 @@ def fit(
     device: str | torch.device = "cpu",
     class_weight: str | dict | None = None,
     precise_eval: bool = False,
+    train_eval: bool = True,
     augment=None,
     progress: bool | None = None,
     on_epoch_end: EpochCallback | None = None,
     optimizer_options: dict | None = None,
     loss_epsilon: float | None = None,
+    channels_last: bool | None = None,
 ) -> History:
     """Train ``model`` on ``dataset`` in place and return its :class:`History`.
 
@@ -105,6 +108,12 @@ def fit(
         Also record ``precise_val_accuracy`` and ``precise_train_eval_accuracy``:
         evaluations with exact BN statistics recomputed on the training set (on a copy).
         For a model without BN they equal the plain accuracies and cost nothing.
+    train_eval:
+        ``True`` (default): also evaluate the training set in inference mode each epoch
+        (``train_eval_loss``, ``train_eval_accuracy``; one forward pass over the training
+        set, about a third of an epoch's compute). ``False`` leaves those keys (and
+        ``precise_train_eval_accuracy``) out: the per-epoch work of Keras's
+        ``fit(validation_data=...)``.
     augment:
         An :class:`bnlab.train.augment.Augmenter` or its options dict, applied to each
         training batch (never at evaluation) with a generator seeded from ``seed``.
@@ -118,6 +127,11 @@ def fit(
         ``None`` (default): cross-entropy from the logits, as the seeds' Keras/TensorFlow
         ran it. ``1e-7``: Keras's torch backend, which clips probabilities
         (:mod:`bnlab.train.losses`).
+    channels_last:
+        ``None`` (default): train a convolutional model on 4-D inputs in the channels-last
+        memory layout on CPU, where oneDNN's convolutions are 1.2-3x faster that way, and
+        NCHW elsewhere (:mod:`bnlab.train.layout`); ``True``/``False`` force it. The model is
+        handed back in the layout it came in. Numbers agree with NCHW up to float rounding.
     """
     epochs = check_positive_int("epochs", epochs)
     batch_size = check_positive_int("batch_size", batch_size)
@@ -125,6 +139,8 @@ def fit(
     lr = resolve_lr(optimizer, lr)
     if not isinstance(precise_eval, bool):
         raise ConfigError(f"precise_eval: {precise_eval!r} is not True or False")
+    if not isinstance(train_eval, bool):
+        raise ConfigError(f"train_eval: {train_eval!r} is not True or False")
     if on_epoch_end is not None and not callable(on_epoch_end):
         raise ConfigError(f"on_epoch_end: {on_epoch_end!r} is not callable")
     if optimizer_options is not None and not isinstance(optimizer_options, dict):
@@ -159,14 +175,15 @@ def fit(
             )
 
     model.to(device)
+    nhwc = wants_channels_last(channels_last, model, x_train, device)
     # Inputs take the model's floating dtype (a float64 model trains on float32 data).
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
-    x_train, y_train = x_train.to(device, dtype), y_train.to(device)
-    x_val, y_val = x_val.to(device, dtype), y_val.to(device)
+    x_train, y_train = to_layout(x_train.to(device, dtype), nhwc), y_train.to(device)
+    x_val, y_val = to_layout(x_val.to(device, dtype), nhwc), y_val.to(device)
     x_test, y_test = (None, None)
     if val_source == "validation":
         x_test, y_test = _checked_split(dataset, "test")
-        x_test, y_test = x_test.to(device, dtype), y_test.to(device)
+        x_test, y_test = to_layout(x_test.to(device, dtype), nhwc), y_test.to(device)
 
     num_outputs = _probe_outputs(model, x_train)
     num_classes = 2 if num_outputs == 1 else num_outputs
@@ -179,7 +196,7 @@ def fit(
 
     opt = make_optimizer(optimizer, model.parameters(), lr, **(optimizer_options or {}))
     augmenter = _resolve_augment(augment)
-    eval_bs = eval_batch_size(batch_size, x_train[0].numel())
+    eval_bs = eval_batch_size(batch_size, x_train[0].numel(), device)
     has_bn = bool(batchnorm_layers(model))
     history = History(
         params={
@@ -193,6 +210,7 @@ def fit(
             "device": str(device),
             "class_weight": describe(weights),
             "precise_eval": precise_eval,
+            "train_eval": train_eval,
             "augment": None if augmenter is None else augmenter.to_options(),
             "val_source": val_source,
             "task": "binary" if num_outputs == 1 else "multiclass",
@@ -200,13 +218,15 @@ def fit(
             "num_val": int(x_val.shape[0]),
             "eval_batch_size": eval_bs,
             "loss_epsilon": loss_epsilon,
+            "channels_last": nhwc,
         }
     )
-    eval_keys = [f"{s}_{m}" for s in ("val", "train_eval") for m in ("loss", "accuracy")]
+    evaluated = ("val", "train_eval") if train_eval else ("val",)
+    eval_keys = [f"{s}_{m}" for s in evaluated for m in ("loss", "accuracy")]
     if x_test is not None:
         eval_keys += ["test_loss", "test_accuracy"]
     if precise_eval:
-        eval_keys += ["precise_val_accuracy", "precise_train_eval_accuracy"]
+        eval_keys += [f"precise_{s}_accuracy" for s in evaluated]
     aug_gen = None
     if augmenter is not None:
         aug_gen = torch.Generator(device=device).manual_seed(derive_seed(seed, "augment"))
@@ -218,6 +238,7 @@ def fit(
     start = time.perf_counter()
     with (
         training_threads(step_macs, device),
+        model_layout(model, nhwc),
         _dropout_rng(device, derive_seed(seed, "dropout")),
         mode(model, True),
         EpochProgress(show_progress, epochs) as bar,
@@ -251,9 +272,10 @@ def fit(
                         x_test,
                         y_test,
                         eval_bs,
-                        precise_eval and has_bn,
-                        precise_eval,
-                        loss_epsilon,
+                        recompute=precise_eval and has_bn,
+                        precise=precise_eval,
+                        train_eval=train_eval,
+                        loss_epsilon=loss_epsilon,
                     )
                 )
             if not all(math.isfinite(logs.get(k, math.nan)) for k in ("loss", "val_loss")):
@@ -295,12 +317,20 @@ def _epoch_evaluation(
     x_test,
     y_test,
     eval_bs,
+    *,
     recompute,
     precise,
+    train_eval,
     loss_epsilon,
 ) -> dict[str, float]:
-    """Every inference-mode metric of one epoch, read from the device in one transfer."""
-    sets = {"val": (x_val, y_val), "train_eval": (x_train, y_train)}
+    """Every inference-mode metric of one epoch, read from the device in one transfer.
+
+    ``recompute``: evaluate a copy with exact BN statistics of ``x_train`` too; ``precise``
+    without ``recompute`` (no BN) copies the plain accuracies. ``train_eval=False`` skips
+    every metric of the training set (the statistics are still taken on it)."""
+    sets = {"val": (x_val, y_val)}
+    if train_eval:
+        sets["train_eval"] = (x_train, y_train)
     if x_test is not None:
         sets["test"] = (x_test, y_test)
     names, values = [], []
@@ -308,9 +338,11 @@ def _epoch_evaluation(
         loss_sum, correct = evaluate_sums(model, x, y, eval_bs, loss_epsilon=loss_epsilon)
         names += [f"{name}_loss", f"{name}_accuracy"]
         values += [loss_sum / x.shape[0], correct.double() / x.shape[0]]
+    precise_sets = [s for s in ("val", "train_eval") if s in sets]
     if recompute:
         twin = precise_copy(model, x_train, eval_bs)
-        for name, (x, y) in (("val", (x_val, y_val)), ("train_eval", (x_train, y_train))):
+        for name in precise_sets:
+            x, y = sets[name]
             _, correct = evaluate_sums(twin, x, y, eval_bs, loss_epsilon=loss_epsilon)
             names.append(f"precise_{name}_accuracy")
             values.append(correct.double() / x.shape[0])
@@ -323,8 +355,8 @@ def _epoch_evaluation(
             numbers[key] += reg
     if precise and not recompute:
         # Without BN layers the exact statistics change nothing: same numbers, no extra pass.
-        numbers["precise_val_accuracy"] = numbers["val_accuracy"]
-        numbers["precise_train_eval_accuracy"] = numbers["train_eval_accuracy"]
+        for name in precise_sets:
+            numbers[f"precise_{name}_accuracy"] = numbers[f"{name}_accuracy"]
     return numbers
 
 

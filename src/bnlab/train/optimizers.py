@@ -21,7 +21,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import numpy as np
 import torch
 
 from bnlab._validation import check_choice, check_number, check_options
@@ -34,16 +33,16 @@ DEFAULT_LR = {"adam": 1e-3, "sgd": 1e-2, "rmsprop": 1e-3}
 def _adam_alpha(lr: float, beta_1: float, beta_2: float, step: int, dtype: torch.dtype) -> float:
     """Keras's ``lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)``, rounded as Keras rounds it.
 
-    Keras casts lr, the betas and the step count to the variables' dtype and computes there;
-    doing the same on the host with NumPy keeps the result identical without creating a
-    device tensor (which would synchronise a GPU every step).
+    Keras's torch backend casts lr, the betas and the step count to the variables' dtype and
+    computes with torch operations. The same operations on CPU scalars give the same bits
+    without touching the training device (a device tensor would synchronise a GPU every
+    step). NumPy would not do: ``np.power`` and ``torch.pow`` differ in the last bit of
+    ``0.9**4`` in float32.
     """
-    np_dtype = np.float64 if dtype == torch.float64 else np.float32
-    t = np_dtype(step)
-    b1_pow = np.power(np_dtype(beta_1), t)
-    b2_pow = np.power(np_dtype(beta_2), t)
-    one = np_dtype(1)
-    return float(np_dtype(lr) * np.sqrt(one - b2_pow) / (one - b1_pow))
+    t = torch.tensor(step, dtype=dtype)
+    b1_pow = torch.pow(torch.tensor(beta_1, dtype=dtype), t)
+    b2_pow = torch.pow(torch.tensor(beta_2, dtype=dtype), t)
+    return float(torch.tensor(lr, dtype=dtype) * torch.sqrt(1 - b2_pow) / (1 - b1_pow))
 
 
 def _grads_and_params(group: dict) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

@@ -100,6 +100,7 @@ from bnlab.train.class_weight import describe, resolve_class_weight
 from bnlab.train.evaluation import eval_batch_size
 from bnlab.train.fit import resolve_device
 from bnlab.train.history import History
+from bnlab.train.layout import wants_channels_last
 from bnlab.train.losses import per_sample_loss, predictions
 from bnlab.train.optimizers import _OPTIONS, DEFAULT_LR, optimizer_name, resolve_lr
 from bnlab.train.progress import EpochProgress, progress_enabled
@@ -341,8 +342,14 @@ class StackedConv2d(_StackedLayer):
             weights = self.weight.split(self.out_channels)
             biases = [None] * self.k if self.bias is None else self.bias.split(self.out_channels)
             inputs = [x] * self.k if self.is_shared(x) else x.split(self.in_shape[0], dim=1)
+            # Each run's slice in the stack's layout: the input fit's convolution gets.
+            layout = (
+                torch.channels_last
+                if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+                else torch.contiguous_format
+            )
             outs = [
-                self._conv(xi.contiguous(), w, b, self.groups)
+                self._conv(xi.contiguous(memory_format=layout), w, b, self.groups)
                 for xi, w, b in zip(inputs, weights, biases, strict=True)
             ]
             return torch.cat(outs, dim=1)
@@ -721,12 +728,17 @@ class StackedModel(nn.Module):
 
 # ============================================================================= optimizer
 def _flat_view(buffer: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """``buffer`` (1-D) viewed with ``like``'s shape and memory layout."""
+    """``buffer`` (1-D) viewed with ``like``'s shape and memory layout.
+
+    Channels-last is recognised by the exact strides: a weight with one input channel is
+    contiguous in both layouts, but oneDNN picks its kernel from the strides it sees.
+    """
+    if like.dim() == 4:
+        n, c, h, w = like.shape
+        if like.stride() == (h * w * c, 1, w * c, c):
+            return buffer.view(n, h, w, c).permute(0, 3, 1, 2)
     if like.is_contiguous():
         return buffer.view(like.shape)
-    if like.dim() == 4 and like.is_contiguous(memory_format=torch.channels_last):
-        n, c, h, w = like.shape
-        return buffer.view(n, h, w, c).permute(0, 3, 1, 2)
     raise ConfigError(f"parameter: layout with strides {like.stride()} cannot be flattened")
 
 
@@ -1010,6 +1022,7 @@ class _Config:
     device: torch.device
     class_weight: Any
     precise_eval: bool
+    train_eval: bool
     augment: Any
     loss_epsilon: float | None
     precision: str
@@ -1047,6 +1060,7 @@ def fit_stacked(
     device: str | torch.device = "cpu",
     class_weight: str | dict | None = None,
     precise_eval: bool = False,
+    train_eval: bool = True,
     augment=None,
     progress: bool | None = None,
     on_epoch_end: RunCallback | None = None,
@@ -1079,7 +1093,8 @@ def fit_stacked(
         ``"float32"`` (default), ``"tf32"`` (CUDA TF32 matmuls/convolutions) or ``"bf16"``
         (autocast; BN statistics, parameters, optimizer and loss stay float32).
     channels_last:
-        Channels-last activations and conv weights (default: on CUDA).
+        Channels-last activations and conv weights (default: on CUDA, and on CPU where
+        ``fit`` uses them: convolutional models on 4-D inputs, :mod:`bnlab.train.layout`).
     cuda_graphs:
         Capture the training step in a CUDA graph per batch size (default: on CUDA when
         ``dropout_rng="shared"`` and no augmentation); falls back to eager on failure.
@@ -1113,6 +1128,7 @@ def fit_stacked(
         device=device,
         class_weight=class_weight,
         precise_eval=precise_eval,
+        train_eval=train_eval,
         augment=augment,
         progress=progress,
         on_epoch_end=on_epoch_end,
@@ -1197,6 +1213,9 @@ def _prepare(models, dataset, seeds, **kw) -> tuple[_Config, _Data, list[float]]
     precise = kw.get("precise_eval", False)
     if not isinstance(precise, bool):
         raise ConfigError(f"precise_eval: {precise!r} is not True or False")
+    train_eval = kw.get("train_eval", True)
+    if not isinstance(train_eval, bool):
+        raise ConfigError(f"train_eval: {train_eval!r} is not True or False")
     loss_epsilon = kw.get("loss_epsilon")
     if loss_epsilon is not None and not (
         isinstance(loss_epsilon, float) and 0 < loss_epsilon < 0.5
@@ -1219,7 +1238,8 @@ def _prepare(models, dataset, seeds, **kw) -> tuple[_Config, _Data, list[float]]
         "kernels", kw.get("kernels") or ("stacked" if cuda else "per_run"), KERNELS
     )
     channels_last = kw.get("channels_last")
-    channels_last = cuda if channels_last is None else bool(channels_last)
+    if channels_last is not None and not isinstance(channels_last, bool):
+        raise ConfigError(f"channels_last: {channels_last!r} is not None, True or False")
     augmenter = _augmenter(kw.get("augment"))
     graphs = kw.get("cuda_graphs")
     graphs = (cuda and dropout_rng == "shared" and augmenter is None) if graphs is None else graphs
@@ -1272,7 +1292,11 @@ def _prepare(models, dataset, seeds, **kw) -> tuple[_Config, _Data, list[float]]
     weights = resolve_class_weight(kw.get("class_weight"), y_train, num_classes)
     if weights is not None:
         weights = weights.to(device)
-    eval_bs = eval_batch_size(batch_size, x_train[0].numel())
+    eval_bs = eval_batch_size(batch_size, x_train[0].numel(), device)
+    if channels_last is None and cuda:
+        channels_last = x_train.dim() == 4
+    else:  # fit's rule (bnlab.train.layout), so that a run's kernels are fit's own
+        channels_last = wants_channels_last(channels_last, models[0], x_train, device)
     cfg = _Config(
         epochs=epochs,
         batch_size=batch_size,
@@ -1281,6 +1305,7 @@ def _prepare(models, dataset, seeds, **kw) -> tuple[_Config, _Data, list[float]]
         device=device,
         class_weight=kw.get("class_weight"),
         precise_eval=precise,
+        train_eval=train_eval,
         augment=augmenter,
         loss_epsilon=loss_epsilon,
         precision=precision,
@@ -1300,6 +1325,7 @@ def _prepare(models, dataset, seeds, **kw) -> tuple[_Config, _Data, list[float]]
             "device": str(device),
             "class_weight": describe(weights),
             "precise_eval": precise,
+            "train_eval": train_eval,
             "augment": None if augmenter is None else augmenter.to_options(),
             "val_source": val_source,
             "task": "binary" if num_outputs == 1 else "multiclass",
@@ -1311,6 +1337,7 @@ def _prepare(models, dataset, seeds, **kw) -> tuple[_Config, _Data, list[float]]
             "precision": precision,
             "dropout_rng": dropout_rng,
             "kernels": kernels,
+            "channels_last": channels_last,
         },
     )
     data = _Data(x_train, y_train, x_val, y_val, x_test, y_test, val_source, weights)
@@ -1499,7 +1526,9 @@ class _Stack:
         n = d.x_train.shape[0]
         train = torch.cat((self.sums, self.correct.double().view(-1, 1)), 1) / n
         rows = cfg.eval_rows or cfg.params["eval_batch_size"]
-        sets = {"val": (d.x_val, d.y_val), "train_eval": (d.x_train, d.y_train)}
+        sets = {"val": (d.x_val, d.y_val)}
+        if cfg.train_eval:
+            sets["train_eval"] = (d.x_train, d.y_train)
         if d.x_test is not None:
             sets["test"] = (d.x_test, d.y_test)
         names, values = [], []
@@ -1513,15 +1542,14 @@ class _Stack:
             names += [f"{name}_loss", f"{name}_accuracy"]
             values += [loss_sum / x.shape[0], correct.double() / x.shape[0]]
         has_bn = any(isinstance(m, StackedBatchNorm) for m in self.model.modules())
+        precise_sets = [s for s in ("val", "train_eval") if s in sets]
         if cfg.precise_eval and has_bn:
             stats = precise_stats_stacked(
                 self.model, d.x_train, rows, channels_last=cfg.channels_last
             )
             with _swapped_stats(stats):
-                for name, (x, y) in (
-                    ("val", (d.x_val, d.y_val)),
-                    ("train_eval", (d.x_train, d.y_train)),
-                ):
+                for name in precise_sets:
+                    x, y = sets[name]
                     _, correct = evaluate_stacked(self.model, x, y, rows, **kw)
                     names.append(f"precise_{name}_accuracy")
                     values.append(correct.double() / x.shape[0])
@@ -1540,8 +1568,8 @@ class _Stack:
                     if key.endswith("_loss"):
                         numbers[key] += reg[k]
                 if cfg.precise_eval and not has_bn:
-                    numbers["precise_val_accuracy"] = numbers["val_accuracy"]
-                    numbers["precise_train_eval_accuracy"] = numbers["train_eval_accuracy"]
+                    for name in precise_sets:
+                        numbers[f"precise_{name}_accuracy"] = numbers[f"{name}_accuracy"]
                 entry.update(numbers)
             logs.append(entry)
         return logs
