@@ -103,11 +103,17 @@ def time_stacked(models, dataset, k: int, args, device) -> tuple[float, float]:
 
 def time_sequential(model, dataset, args, device) -> float:
     """Seconds per step of ``fit``'s training step on one model."""
+    from bnlab.train.layout import to_layout, wants_channels_last
     from bnlab.train.optimizers import make_optimizer
     from bnlab.train.step import train_step
 
     model = model.to(device).train()
     x, y = dataset.x_train.to(device), dataset.y_train.to(device)
+    # fit's memory layout for this model and device (channels-last for a CNN on CPU)
+    nhwc = wants_channels_last(None, model, x, torch.device(device))
+    if nhwc:
+        model = model.to(memory_format=torch.channels_last)
+    x = to_layout(x, nhwc)
     opt = make_optimizer("adam", model.parameters())
     batches = _batches(x.shape[0], args.batch_size, 1, args.warmup + args.steps, device)
     for idx in batches[: args.warmup]:

@@ -7,6 +7,10 @@ one invocation:
 
 * ``bnlab_stacked``: the study's runs trained by the stacked engine (one stack per variant);
 * ``bnlab_sequential``: the same runs trained one ``bnlab.train.fit`` at a time;
+* ``bnlab_jobs``: the sequential engine in the study's local process pool (``bnlab run
+  --jobs N``, default ``N`` = CPU count), each worker on ``cpu_count // N`` threads; the
+  pool's start-up (a fresh interpreter importing torch per worker) is left out, like the
+  other engines' warm-up;
 * ``keras_torch``: the seed's own Keras code (Keras 3 on its torch backend), model by model;
 * ``keras_tensorflow``: the same on TensorFlow when it is installed (skipped otherwise, with
   the reason in the JSON).
@@ -148,22 +152,69 @@ def time_bnlab(engine_name: str, requests: dict, dataset, device: str, seeds: in
     }
 
 
+def time_jobs(requests: dict, dataset, device: str, seeds: int, jobs: int) -> dict:
+    """The sequential engine through the local executor's pool of ``jobs`` processes."""
+    from bnlab.study.executors import get_executor
+
+    warm = _one_epoch(requests["bn"][0])
+    executor = get_executor("local", jobs=jobs)
+    per_variant, accuracy = {}, {}
+    with executor.start({warm.data_key: dataset}, engine="sequential", device=device):
+        for _ in range(jobs):  # start every worker (and its imports) before the clock
+            executor.submit([warm])
+        for outcome in executor.results():
+            if outcome.status == "failed":
+                raise RuntimeError(f"jobs warm-up: {outcome.error}")
+        # Every run at once, as `bnlab run --jobs` submits them (no idle worker between
+        # variants); the wall time is split between the variants by their runs' own seconds.
+        groups = {name: requests[name][:seeds] for name in VARIANTS}
+        start = time.perf_counter()
+        for group in groups.values():
+            for request in group:
+                executor.submit([request])
+        outcomes = list(executor.results())
+        wall = time.perf_counter() - start
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        raise RuntimeError(f"jobs: {failed[0].error}")
+    busy = {name: 0.0 for name in VARIANTS}
+    for outcome in outcomes:
+        busy[outcome.request.variant] += outcome.seconds
+    for name, group in groups.items():
+        mine = [o for o in outcomes if o.request.variant == name]
+        per_variant[name] = wall * busy[name] / sum(busy.values()) / len(group)
+        accuracy[name] = sum(o.metrics["val_accuracy"][-1] for o in mine) / len(mine)
+    _note(f"jobs={jobs}: {len(outcomes)} models in {wall:.2f} s")
+    return {
+        "jobs": jobs,
+        "models": seeds * len(VARIANTS),
+        "seconds": round(sum(per_variant.values()) * seeds, 3),
+        "per_model_s": round(sum(per_variant.values()) / len(per_variant), 4),
+        "per_variant_per_model_s": {k: round(v, 4) for k, v in per_variant.items()},
+        "mean_final_test_accuracy": {k: round(v, 4) for k, v in accuracy.items()},
+    }
+
+
+def _one_epoch(request):
+    """``request`` trained for one epoch only (warm-up)."""
+    return type(request)(
+        request.study,
+        request.variant,
+        request.seed,
+        request.preset,
+        request.model_options,
+        {**request.fit_options, "epochs": 1},
+        request.data_key,
+    )
+
+
 def warm_up_bnlab(requests: dict, dataset, device: str) -> None:
     """One untimed epoch of each engine on a BN run (kernel selection, allocator growth)."""
     from bnlab.study.engines import get_engine
 
     for engine_name in ("sequential", "stacked"):
         engine = get_engine(engine_name, (), device)
-        request = requests["bn"][0]
-        warm = type(request)(
-            request.study,
-            request.variant,
-            request.seed,
-            request.preset,
-            request.model_options,
-            {**request.fit_options, "epochs": 1},
-            request.data_key,
-        )
+        warm = _one_epoch(requests["bn"][0])
         for _, outcome in engine.train([warm, warm], dataset, device=device):
             if isinstance(outcome, Exception):
                 raise outcome
@@ -311,8 +362,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument(
         "--engines",
-        default="stacked,sequential,keras",
-        help="comma-separated subset of stacked, sequential, keras (default all)",
+        default="stacked,sequential,jobs,keras",
+        help="comma-separated subset of stacked, sequential, jobs, keras (default all)",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="worker processes of the 'jobs' engine (default: the CPU count)",
     )
     parser.add_argument(
         "--work",
@@ -323,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keras-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    for name in ("epochs", "seeds", "keras_runs"):
+    for name in ("epochs", "seeds", "keras_runs", "jobs"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
 
@@ -337,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     os.environ.setdefault("BNLAB_NO_PROGRESS", "1")
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-    unknown = set(engines) - {"stacked", "sequential", "keras"}
+    unknown = set(engines) - {"stacked", "sequential", "jobs", "keras"}
     if unknown:
         parser.error(f"--engines: unknown {sorted(unknown)}")
 
@@ -370,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
             results[f"bnlab_{engine_name}"] = time_bnlab(
                 engine_name, requests, dataset, args.device, seeds
             )
+    if "jobs" in engines:
+        results["bnlab_jobs"] = time_jobs(requests, dataset, args.device, seeds, args.jobs)
     if "keras" in engines:
         for backend in ("torch", "tensorflow"):
             results[f"keras_{backend}"] = time_keras(backend, args)
@@ -377,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     out.update(results)
     ratios = {}
     for keras_key in ("keras_torch", "keras_tensorflow"):
-        for bnlab_key in ("bnlab_stacked", "bnlab_sequential"):
+        for bnlab_key in ("bnlab_stacked", "bnlab_sequential", "bnlab_jobs"):
             if keras_key in results and bnlab_key in results:
                 value = _ratio(results[keras_key], results[bnlab_key])
                 if value is not None:

@@ -41,11 +41,12 @@ from bnlab.errors import ConfigError
 
 #: On CPU, stack a group when one run's training step costs at most this many
 #: multiply-accumulates (forward, per step = per sample x batch size). Measured on 2 cores,
-#: 2 threads, with ``benchmarks/stacked_scaling.py`` (training steps per run per second, a
-#: stack of 16 over one ``fit`` step at a time; benchmarks/RESULTS.md): circles_mlp (4.8 k
-#: MAC/step) 7.2x, digits_cnn (2.7 M) 1.5x, fashion_cnn at batch 4 (12 M) 1.6x, at batch 16
-#: (48 M) 1.0x, at batch 64 (190 M, seed 002) 0.74x. The bound sits below the break-even.
-CPU_STACKED_MAX_MACS_PER_STEP = 30_000_000
+#: 2 threads, channels-last on both sides, with ``benchmarks/stacked_scaling.py`` (training
+#: steps per run per second, a stack of 16 over one ``fit`` step at a time;
+#: benchmarks/RESULTS.md): circles_mlp (4.8 k MAC/step) 8.7x, digits_cnn (2.7 M) 2.0x,
+#: fashion_cnn at batch 4 (12 M) 2.0x, at batch 16 (48 M) 1.3x, at batch 64 (190 M, seed
+#: 002) 0.73x. Break-even near 90 M; the bound sits below it.
+CPU_STACKED_MAX_MACS_PER_STEP = 60_000_000
 
 #: Optimizer state slots per parameter (Keras's optimizers, default options).
 _SLOTS = {"adam": 2, "sgd": 1, "rmsprop": 1}
