@@ -362,8 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument(
         "--engines",
-        default="stacked,sequential,jobs,keras",
-        help="comma-separated subset of stacked, sequential, jobs, keras (default all)",
+        default=None,
+        help="comma-separated subset of stacked, sequential, jobs, keras (default: all; "
+        "without jobs on a GPU, where worker processes would share one device)",
     )
     parser.add_argument(
         "--jobs",
@@ -393,7 +394,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     os.environ.setdefault("BNLAB_NO_PROGRESS", "1")
-    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    default = (
+        "stacked,sequential,jobs,keras" if args.device == "cpu" else "stacked,sequential,keras"
+    )
+    engines = [e.strip() for e in (args.engines or default).split(",") if e.strip()]
     unknown = set(engines) - {"stacked", "sequential", "jobs", "keras"}
     if unknown:
         parser.error(f"--engines: unknown {sorted(unknown)}")

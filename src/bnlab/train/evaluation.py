@@ -142,6 +142,60 @@ def precise_copy(
     return twin
 
 
+def epoch_metrics(
+    model,
+    x_train,
+    y_train,
+    x_val,
+    y_val,
+    x_test,
+    y_test,
+    eval_bs,
+    *,
+    recompute,
+    precise,
+    train_eval,
+    loss_epsilon,
+) -> dict[str, float]:
+    """Every inference-mode metric ``fit`` records at the end of an epoch, read from the
+    device in one transfer: ``{val,train_eval,test}_{loss,accuracy}`` (losses with the
+    regularization loss added, as Keras reports them) and ``precise_*_accuracy``.
+
+    ``recompute``: evaluate a copy with exact BN statistics of ``x_train`` too; ``precise``
+    without ``recompute`` (no BN) copies the plain accuracies. ``train_eval=False`` skips
+    every metric of the training set (the statistics are still taken on it)."""
+    sets = {"val": (x_val, y_val)}
+    if train_eval:
+        sets["train_eval"] = (x_train, y_train)
+    if x_test is not None:
+        sets["test"] = (x_test, y_test)
+    names, values = [], []
+    for name, (x, y) in sets.items():
+        loss_sum, correct = evaluate_sums(model, x, y, eval_bs, loss_epsilon=loss_epsilon)
+        names += [f"{name}_loss", f"{name}_accuracy"]
+        values += [loss_sum / x.shape[0], correct.double() / x.shape[0]]
+    precise_sets = [s for s in ("val", "train_eval") if s in sets]
+    if recompute:
+        twin = precise_copy(model, x_train, eval_bs)
+        for name in precise_sets:
+            x, y = sets[name]
+            _, correct = evaluate_sums(twin, x, y, eval_bs, loss_epsilon=loss_epsilon)
+            names.append(f"precise_{name}_accuracy")
+            values.append(correct.double() / x.shape[0])
+    with torch.no_grad():
+        reg = regularization_loss(model).double()
+    numbers = dict(zip(names, torch.stack(values).tolist(), strict=True))
+    reg = float(reg)
+    for key in names:
+        if key.endswith("_loss"):
+            numbers[key] += reg
+    if precise and not recompute:
+        # Without BN layers the exact statistics change nothing: same numbers, no extra pass.
+        for name in precise_sets:
+            numbers[f"precise_{name}_accuracy"] = numbers[f"{name}_accuracy"]
+    return numbers
+
+
 def _model_device(model: nn.Module) -> torch.device:
     for tensor in model.parameters():
         return tensor.device

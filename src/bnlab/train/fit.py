@@ -9,7 +9,7 @@ What one epoch does (Keras 3 semantics unless noted):
 3. at epoch end, in inference mode: the validation set (``x_val`` or else the test set, as
    the seeds pass their test set as ``validation_data``), the training set
    (``train_eval_*``: one extra forward pass over the training set, no backward -- about a
-   third of an epoch's compute), the test set when a validation set exists, and, with
+   third of an epoch's compute; ``train_eval=False`` skips it), the test set when a validation set exists, and, with
    ``precise_eval=True``, the same on a copy whose BN statistics were recomputed exactly on
    the training set (one more forward pass to collect them, plus the two evaluations).
 
@@ -33,15 +33,13 @@ from torch import nn
 
 from bnlab._validation import check_choice, check_positive_int
 from bnlab.errors import ConfigError, DataError
-from bnlab.nn import regularization_loss
 from bnlab.train.batching import batch_order, batch_sizes
 from bnlab.train.class_weight import describe, resolve_class_weight
 from bnlab.train.evaluation import (
     batchnorm_layers,
+    epoch_metrics,
     eval_batch_size,
-    evaluate_sums,
     mode,
-    precise_copy,
     uses_batch_statistics,
 )
 from bnlab.train.history import History
@@ -263,7 +261,7 @@ def fit(
                 logs.update(dict.fromkeys(eval_keys, math.nan))
             else:
                 logs.update(
-                    _epoch_evaluation(
+                    epoch_metrics(
                         model,
                         x_train,
                         y_train,
@@ -306,58 +304,6 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if resolved.type not in ("cpu", "cuda"):
         raise ConfigError(f"device: {str(device)!r} is not one of 'cpu', 'cuda', 'auto'")
     return resolved
-
-
-def _epoch_evaluation(
-    model,
-    x_train,
-    y_train,
-    x_val,
-    y_val,
-    x_test,
-    y_test,
-    eval_bs,
-    *,
-    recompute,
-    precise,
-    train_eval,
-    loss_epsilon,
-) -> dict[str, float]:
-    """Every inference-mode metric of one epoch, read from the device in one transfer.
-
-    ``recompute``: evaluate a copy with exact BN statistics of ``x_train`` too; ``precise``
-    without ``recompute`` (no BN) copies the plain accuracies. ``train_eval=False`` skips
-    every metric of the training set (the statistics are still taken on it)."""
-    sets = {"val": (x_val, y_val)}
-    if train_eval:
-        sets["train_eval"] = (x_train, y_train)
-    if x_test is not None:
-        sets["test"] = (x_test, y_test)
-    names, values = [], []
-    for name, (x, y) in sets.items():
-        loss_sum, correct = evaluate_sums(model, x, y, eval_bs, loss_epsilon=loss_epsilon)
-        names += [f"{name}_loss", f"{name}_accuracy"]
-        values += [loss_sum / x.shape[0], correct.double() / x.shape[0]]
-    precise_sets = [s for s in ("val", "train_eval") if s in sets]
-    if recompute:
-        twin = precise_copy(model, x_train, eval_bs)
-        for name in precise_sets:
-            x, y = sets[name]
-            _, correct = evaluate_sums(twin, x, y, eval_bs, loss_epsilon=loss_epsilon)
-            names.append(f"precise_{name}_accuracy")
-            values.append(correct.double() / x.shape[0])
-    with torch.no_grad():
-        reg = regularization_loss(model).double()
-    numbers = dict(zip(names, torch.stack(values).tolist(), strict=True))
-    reg = float(reg)
-    for key in names:
-        if key.endswith("_loss"):
-            numbers[key] += reg
-    if precise and not recompute:
-        # Without BN layers the exact statistics change nothing: same numbers, no extra pass.
-        for name in precise_sets:
-            numbers[f"precise_{name}_accuracy"] = numbers[f"{name}_accuracy"]
-    return numbers
 
 
 def _checked_split(dataset, split: str) -> tuple[torch.Tensor, torch.Tensor]:
