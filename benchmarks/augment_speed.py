@@ -1,4 +1,4 @@
-"""Cost of seed 003's augmentation next to one training step of ``cifar_small`` (issue 9).
+"""Cost of seed 003's augmentation next to one training step of ``cifar_small``.
 
 Times ``Augmenter(rotation=15, hflip=True, width_shift=0.1, height_shift=0.1).apply`` on a
 64 x 3 x 32 x 32 batch and one training step of ``bnlab.models.build("cifar_small")`` on the

@@ -1,7 +1,7 @@
 """Do two stores of one study (one per engine) give the same summary statistics?
 
-Acceptance 4 of the stacked engine: ``bnlab run seed002 --engine stacked`` and ``--engine
-sequential`` must agree within the runs' own spread. This script reads both stores with
+``bnlab run seed002 --engine stacked`` and ``--engine sequential`` should agree within the
+runs' own spread. This script reads both stores with
 :func:`bnlab.study.load_runs`, summarises each as the report does
 (:func:`bnlab.study.stats.summarize`: mean, sd of the final test accuracy per variant, the
 Welch p-value of each variant against the baseline) and compares them:
@@ -9,7 +9,8 @@ Welch p-value of each variant against the baseline) and compares them:
 * per variant, the difference of the two engines' means against the runs' own spread (Welch's
   test between the engines' runs, and the difference in units of the standard error);
 * per run (same variant and seed), the largest absolute difference of the final test
-  accuracy (on CPU both engines train the same run, so it is ~0).
+  accuracy (on CPU, with the same thread count, both engines train the same run bit for bit:
+  0).
 
 Prints one JSON line. ``agree`` is true when no variant's engine-vs-engine Welch p-value is
 below 0.05. Run from the repository root::

@@ -4,7 +4,7 @@ For every configuration of the grid both layers see the same 5 training batches.
 step the training-mode outputs and the gradients of a weighted-sum loss with respect to the
 input, gamma and beta must agree; both layers then take the same SGD step with their own
 gradients. After the 5 steps the moving statistics (and renorm's extra ones) and the
-inference-mode outputs and gradients must agree. Tolerance: 1e-5 (float32), the issue's.
+inference-mode outputs and gradients must agree. Tolerance: 1e-5 (float32).
 """
 
 from __future__ import annotations

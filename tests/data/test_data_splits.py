@@ -1,4 +1,4 @@
-"""Slicing (train_range / test_range / test_from) and seeded validation splits (issue 9)."""
+"""Slicing (train_range / test_range / test_from) and seeded validation splits."""
 
 from __future__ import annotations
 

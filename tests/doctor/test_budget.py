@@ -1,4 +1,4 @@
-"""Acceptance 3: diagnose reads a 10,000-image set at most 3 times and never changes the model."""
+"""Diagnose reads a 10,000-image set at most 3 times and never changes the model."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Acceptance 2: the doctor's precision and recall over the labelled cases are both 1.0.
+"""The doctor's precision and recall over the labelled cases are both 1.0.
 
 The same numbers are printed by ``python benchmarks/doctor_cases.py``.
 """

@@ -1,4 +1,4 @@
-"""Acceptance 4: ``bnlab doctor`` / ``bnlab fix`` — exit codes, one-line failures, round trips."""
+"""``bnlab doctor`` / ``bnlab fix`` — exit codes, one-line failures, round trips."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Acceptance 1: the week-9 case (seed 001) in PyTorch and in Keras 3.
+"""The week-9 case (seed 001) in PyTorch and in Keras 3.
 
 Seed 001's student added BatchNormalization (Keras momentum 0.99) to a CNN fed raw 0-255
 pixels, trained briefly and saw train 0.99 / validation 0.44. Here the same layout on 8x8

@@ -1,4 +1,4 @@
-"""Statistics against hand computations (acceptance 4 of the studies issue).
+"""Statistics against hand computations.
 
 Expected numbers come from the textbook formulas written out here: the t quantiles from a
 printed t table, the Student-t CDF by Simpson integration of its density, Holm's procedure

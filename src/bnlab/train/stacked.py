@@ -5,7 +5,7 @@ step of each run is a handful of tiny kernels and a lot of Python; on a GPU the 
 launch-bound, not compute-bound. :func:`fit_stacked` trains ``K`` runs as *one* model whose
 every layer holds the ``K`` runs' tensors side by side, so one kernel does the work of ``K``.
 
-Each run stays the run it would be alone (acceptance: the parity tests): its own initial
+Each run stays the run it would be alone (the parity tests check it): its own initial
 weights (the caller builds each model from its seed, exactly as the sequential runner does,
 and the engine stacks them), its own data order (:func:`bnlab.train.batching.permutation` with
 its seed, gathered on the device by index), its own BN statistics, its own dropout masks
