@@ -143,32 +143,30 @@ def precise_copy(
 
 
 def epoch_metrics(
-    model,
-    x_train,
-    y_train,
-    x_val,
-    y_val,
-    x_test,
-    y_test,
-    eval_bs,
+    model: nn.Module,
+    splits: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    eval_bs: int,
     *,
-    recompute,
-    precise,
-    train_eval,
-    loss_epsilon,
+    precise: bool,
+    train_eval: bool,
+    loss_epsilon: float | None,
 ) -> dict[str, float]:
     """Every inference-mode metric ``fit`` records at the end of an epoch, read from the
     device in one transfer: ``{val,train_eval,test}_{loss,accuracy}`` (losses with the
     regularization loss added, as Keras reports them) and ``precise_*_accuracy``.
 
-    ``recompute``: evaluate a copy with exact BN statistics of ``x_train`` too; ``precise``
-    without ``recompute`` (no BN) copies the plain accuracies. ``train_eval=False`` skips
-    every metric of the training set (the statistics are still taken on it)."""
-    sets = {"val": (x_val, y_val)}
+    ``splits``: ``(x, y)`` of ``"train"`` and ``"val"``, and of ``"test"`` when it is not the
+    validation set. ``precise``: also evaluate a copy whose BN statistics were recomputed
+    exactly on the training set (for a model without BN layers the plain accuracies are
+    copied). ``train_eval=False`` skips every metric of the training set (the exact
+    statistics are still taken on it)."""
+    x_train = splits["train"][0]
+    sets = {"val": splits["val"]}
     if train_eval:
-        sets["train_eval"] = (x_train, y_train)
-    if x_test is not None:
-        sets["test"] = (x_test, y_test)
+        sets["train_eval"] = splits["train"]
+    if "test" in splits:
+        sets["test"] = splits["test"]
+    recompute = precise and bool(batchnorm_layers(model))
     names, values = [], []
     for name, (x, y) in sets.items():
         loss_sum, correct = evaluate_sums(model, x, y, eval_bs, loss_epsilon=loss_epsilon)

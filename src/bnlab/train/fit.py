@@ -36,7 +36,6 @@ from bnlab.errors import ConfigError, DataError
 from bnlab.train.batching import batch_order, batch_sizes
 from bnlab.train.class_weight import describe, resolve_class_weight
 from bnlab.train.evaluation import (
-    batchnorm_layers,
     epoch_metrics,
     eval_batch_size,
     mode,
@@ -195,7 +194,9 @@ def fit(
     opt = make_optimizer(optimizer, model.parameters(), lr, **(optimizer_options or {}))
     augmenter = _resolve_augment(augment)
     eval_bs = eval_batch_size(batch_size, x_train[0].numel(), device)
-    has_bn = bool(batchnorm_layers(model))
+    splits = {"train": (x_train, y_train), "val": (x_val, y_val)}
+    if x_test is not None:
+        splits["test"] = (x_test, y_test)
     history = History(
         params={
             "epochs": epochs,
@@ -263,14 +264,8 @@ def fit(
                 logs.update(
                     epoch_metrics(
                         model,
-                        x_train,
-                        y_train,
-                        x_val,
-                        y_val,
-                        x_test,
-                        y_test,
+                        splits,
                         eval_bs,
-                        recompute=precise_eval and has_bn,
                         precise=precise_eval,
                         train_eval=train_eval,
                         loss_epsilon=loss_epsilon,

@@ -97,7 +97,7 @@ from bnlab.nn.layers import uneven_same_padding
 from bnlab.nn.regularizers import L1L2
 from bnlab.train.batching import batch_sizes, permutation
 from bnlab.train.class_weight import describe, resolve_class_weight
-from bnlab.train.evaluation import batchnorm_layers, epoch_metrics, eval_batch_size
+from bnlab.train.evaluation import epoch_metrics, eval_batch_size
 from bnlab.train.fit import resolve_device
 from bnlab.train.history import History
 from bnlab.train.layout import model_layout, to_layout, wants_channels_last
@@ -1592,6 +1592,9 @@ class _Stack:
         train = (torch.cat((self.sums, self.correct.double().view(-1, 1)), 1) / n).tolist()
         self.model.unstack_into(self.models)
         rows = cfg.eval_rows or cfg.params["eval_batch_size"]
+        splits = {"train": (d.x_train, d.y_train), "val": (d.x_val, d.y_val)}
+        if d.x_test is not None:
+            splits["test"] = (d.x_test, d.y_test)
         logs = []
         for model, (loss, data_loss, reg_loss, hits) in zip(self.models, train, strict=True):
             entry = {"loss": loss, "data_loss": data_loss, "reg_loss": reg_loss, "accuracy": hits}
@@ -1600,14 +1603,8 @@ class _Stack:
                     entry.update(
                         epoch_metrics(
                             model,
-                            d.x_train,
-                            d.y_train,
-                            d.x_val,
-                            d.y_val,
-                            d.x_test,
-                            d.y_test,
+                            splits,
                             rows,
-                            recompute=cfg.precise_eval and bool(batchnorm_layers(model)),
                             precise=cfg.precise_eval,
                             train_eval=cfg.train_eval,
                             loss_epsilon=cfg.loss_epsilon,
