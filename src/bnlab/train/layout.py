@@ -45,7 +45,23 @@ def wants_channels_last(
         device.type == "cpu"
         and sample.dim() == 4
         and any(isinstance(m, nn.Conv2d) for m in model.modules())
+        and _runs_channels_last(model, sample)
     )
+
+
+def _runs_channels_last(model: nn.Module, sample: torch.Tensor) -> bool:
+    """Whether ``model`` runs on channels-last tensors: a forward pass that calls ``.view``
+    on an activation (``x.view(n, -1)``) fails on them, and such a model trains NCHW."""
+    from bnlab.train.evaluation import mode
+
+    if any(nn.parameter.is_lazy(t) for t in [*model.parameters(), *model.buffers()]):
+        return False  # shapes unknown until the first pass: keep the layout it will get
+    try:
+        with torch.no_grad(), mode(model, False), model_layout(model, True):
+            model(to_layout(sample[:2], True))
+    except RuntimeError:
+        return False
+    return True
 
 
 def to_layout(x: torch.Tensor | None, channels_last: bool) -> torch.Tensor | None:
@@ -60,21 +76,25 @@ def model_layout(model: nn.Module, channels_last: bool) -> Iterator[nn.Module]:
     """Hold ``model``'s 4-D parameters and buffers channels-last inside the block.
 
     The same ``Parameter`` objects are kept (their data is restrided in place), so an
-    optimizer built on them before or inside the block stays valid. On exit each tensor that
-    was NCHW-contiguous on entry is made so again; the others keep the layout they got.
+    optimizer built on them before or inside the block stays valid. On exit every 4-D tensor
+    gets back the exact strides it had on entry (compared as strides: a weight with one input
+    channel counts as contiguous in both layouts, yet oneDNN reads the strides).
     """
     if not channels_last:
         yield model
         return
-    was_contiguous = {name for name, t in _tensors(model) if t.dim() == 4 and t.is_contiguous()}
+    strides = {name: t.stride() for name, t in _tensors(model) if t.dim() == 4}
     model.to(memory_format=torch.channels_last)
     try:
         yield model
     finally:
         with torch.no_grad():
             for name, t in _tensors(model):
-                if name in was_contiguous and not t.is_contiguous():
-                    t.data = t.data.contiguous()
+                if name in strides and t.stride() != strides[name]:
+                    restored = torch.empty_strided(
+                        t.shape, strides[name], dtype=t.dtype, device=t.device
+                    )
+                    t.data = restored.copy_(t.data)
 
 
 def _tensors(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
