@@ -9,9 +9,10 @@ What one epoch does (Keras 3 semantics unless noted):
 3. at epoch end, in inference mode: the validation set (``x_val`` or else the test set, as
    the seeds pass their test set as ``validation_data``), the training set
    (``train_eval_*``: one extra forward pass over the training set, no backward -- about a
-   third of an epoch's compute; ``train_eval=False`` skips it), the test set when a validation set exists, and, with
-   ``precise_eval=True``, the same on a copy whose BN statistics were recomputed exactly on
-   the training set (one more forward pass to collect them, plus the two evaluations).
+   third of an epoch's compute; ``train_eval=False`` skips it), the test set when a
+   validation set exists, and, with ``precise_eval=True``, the same on a copy whose BN
+   statistics were recomputed exactly on the training set (one more forward pass to collect
+   them, plus the two evaluations).
 
 Only two host synchronisations happen per epoch: one reading the accumulated training
 sums (which is also the NaN/inf check) and one reading the evaluation sums.
@@ -172,10 +173,11 @@ def fit(
             )
 
     model.to(device)
-    nhwc = wants_channels_last(channels_last, model, x_train, device)
     # Inputs take the model's floating dtype (a float64 model trains on float32 data).
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
-    x_train, y_train = to_layout(x_train.to(device, dtype), nhwc), y_train.to(device)
+    x_train = x_train.to(device, dtype)
+    nhwc = wants_channels_last(channels_last, model, x_train, device)
+    x_train, y_train = to_layout(x_train, nhwc), y_train.to(device)
     x_val, y_val = to_layout(x_val.to(device, dtype), nhwc), y_val.to(device)
     x_test, y_test = (None, None)
     if val_source == "validation":

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from bnlab.errors import ConfigError
+from bnlab.train.evaluation import mode
 
 
 def wants_channels_last(
@@ -51,9 +52,8 @@ def wants_channels_last(
 
 def _runs_channels_last(model: nn.Module, sample: torch.Tensor) -> bool:
     """Whether ``model`` runs on channels-last tensors: a forward pass that calls ``.view``
-    on an activation (``x.view(n, -1)``) fails on them, and such a model trains NCHW."""
-    from bnlab.train.evaluation import mode
-
+    on an activation (``x.view(n, -1)``) fails on them, and such a model trains NCHW.
+    ``sample`` must already have the model's device and dtype."""
     if any(nn.parameter.is_lazy(t) for t in [*model.parameters(), *model.buffers()]):
         return False  # shapes unknown until the first pass: keep the layout it will get
     try:

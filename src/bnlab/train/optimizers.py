@@ -82,6 +82,15 @@ class _KerasOptimizer(torch.optim.Optimizer):
         """Apply one step to the parameters of ``group`` that have gradients."""
         raise NotImplementedError
 
+    def _slots(self, params: list[torch.Tensor], *names: str) -> list[list[torch.Tensor]]:
+        """Per slot name, every parameter's state tensor of that name (zeros at first use)."""
+        for p in params:
+            state = self.state[p]
+            for name in names:
+                if name not in state:
+                    state[name] = torch.zeros_like(p)
+        return [[self.state[p][name] for p in params] for name in names]
+
 
 class KerasAdam(_KerasOptimizer):
     """Adam exactly as Keras 3 computes it.
@@ -121,18 +130,7 @@ class KerasAdam(_KerasOptimizer):
 
     def _update(self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
         b1, b2 = group["beta_1"], group["beta_2"]
-        ms, vs, vhats = [], [], []
-        for p in params:
-            state = self.state[p]
-            if not state:
-                state["m"] = torch.zeros_like(p)
-                state["v"] = torch.zeros_like(p)
-                if group["amsgrad"]:
-                    state["v_hat"] = torch.zeros_like(p)
-            ms.append(state["m"])
-            vs.append(state["v"])
-            if group["amsgrad"]:
-                vhats.append(state["v_hat"])
+        ms, vs = self._slots(params, "m", "v")
         alpha = _adam_alpha(group["lr"], b1, b2, self.iterations, params[0].dtype)
 
         torch._foreach_mul_(ms, b1)
@@ -140,6 +138,7 @@ class KerasAdam(_KerasOptimizer):
         torch._foreach_mul_(vs, b2)
         torch._foreach_add_(vs, torch._foreach_mul(grads, grads), alpha=1 - b2)
         if group["amsgrad"]:
+            (vhats,) = self._slots(params, "v_hat")
             torch._foreach_maximum_(vhats, vs)
             vs = vhats
         torch._foreach_add_(
@@ -173,12 +172,7 @@ class KerasSGD(_KerasOptimizer):
         if mom == 0:
             torch._foreach_add_(params, grads, alpha=-lr)
             return
-        bufs = []
-        for p in params:
-            state = self.state[p]
-            if not state:
-                state["m"] = torch.zeros_like(p)
-            bufs.append(state["m"])
+        (bufs,) = self._slots(params, "m")
         torch._foreach_mul_(bufs, mom)
         torch._foreach_add_(bufs, grads, alpha=-lr)
         if group["nesterov"]:
@@ -225,20 +219,9 @@ class KerasRMSprop(_KerasOptimizer):
 
     def _update(self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
         rho, mom = group["rho"], group["momentum"]
-        vs, mgs, bufs = [], [], []
-        for p in params:
-            state = self.state[p]
-            if not state:
-                state["v"] = torch.zeros_like(p)
-                if group["centered"]:
-                    state["mg"] = torch.zeros_like(p)
-                if mom > 0:
-                    state["m"] = torch.zeros_like(p)
-            vs.append(state["v"])
-            if group["centered"]:
-                mgs.append(state["mg"])
-            if mom > 0:
-                bufs.append(state["m"])
+        (vs,) = self._slots(params, "v")
+        mgs = self._slots(params, "mg")[0] if group["centered"] else []
+        bufs = self._slots(params, "m")[0] if mom > 0 else []
         torch._foreach_mul_(vs, rho)
         torch._foreach_add_(vs, torch._foreach_mul(grads, grads), alpha=1 - rho)
         denominators = torch._foreach_add(vs, group["epsilon"])

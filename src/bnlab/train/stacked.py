@@ -1527,8 +1527,7 @@ class _Stack:
         if self.cfg.device.type == "cpu" and self.cfg.kernels == "per_run":
             return self._logs_per_model()
         cfg, d = self.cfg, self.data
-        n = d.x_train.shape[0]
-        train = torch.cat((self.sums, self.correct.double().view(-1, 1)), 1) / n
+        train = self._train_table()
         rows = cfg.eval_rows or cfg.params["eval_batch_size"]
         sets = {"val": (d.x_val, d.y_val)}
         if cfg.train_eval:
@@ -1564,9 +1563,8 @@ class _Stack:
         reg = reg.tolist()
         logs = []
         for k in range(self.k):
-            loss, data_loss, reg_loss, hits = train[k]
-            entry = {"loss": loss, "data_loss": data_loss, "reg_loss": reg_loss, "accuracy": hits}
-            if math.isfinite(loss):
+            entry = _train_entry(train[k])
+            if math.isfinite(entry["loss"]):
                 numbers = dict(zip(names, table[k], strict=True))
                 for key in names:
                     if key.endswith("_loss"):
@@ -1578,6 +1576,12 @@ class _Stack:
             logs.append(entry)
         return logs
 
+    def _train_table(self) -> torch.Tensor:
+        """``(K, 4)`` on the device: each run's epoch means of loss, data loss, regularization
+        loss and training accuracy (train mode)."""
+        n = self.data.x_train.shape[0]
+        return torch.cat((self.sums, self.correct.double().view(-1, 1)), 1) / n
+
     def _logs_per_model(self) -> list[dict[str, float]]:
         """CPU: every run evaluated by ``fit``'s own code, on its model (written back first).
 
@@ -1588,17 +1592,16 @@ class _Stack:
         construction. On a GPU the single stacked pass is the point and stays.
         """
         cfg, d = self.cfg, self.data
-        n = d.x_train.shape[0]
-        train = (torch.cat((self.sums, self.correct.double().view(-1, 1)), 1) / n).tolist()
+        train = self._train_table().tolist()
         self.model.unstack_into(self.models)
         rows = cfg.eval_rows or cfg.params["eval_batch_size"]
         splits = {"train": (d.x_train, d.y_train), "val": (d.x_val, d.y_val)}
         if d.x_test is not None:
             splits["test"] = (d.x_test, d.y_test)
         logs = []
-        for model, (loss, data_loss, reg_loss, hits) in zip(self.models, train, strict=True):
-            entry = {"loss": loss, "data_loss": data_loss, "reg_loss": reg_loss, "accuracy": hits}
-            if math.isfinite(loss):
+        for model, row in zip(self.models, train, strict=True):
+            entry = _train_entry(row)
+            if math.isfinite(entry["loss"]):
                 with model_layout(model, cfg.channels_last):
                     entry.update(
                         epoch_metrics(
@@ -1637,6 +1640,12 @@ class _Stack:
             for j, i in enumerate(keep):
                 new.aug_generators[j].set_state(self.aug_generators[i].get_state())
         return new
+
+
+def _train_entry(row: Sequence[float]) -> dict[str, float]:
+    """A run's training metrics of the epoch, keyed as ``fit`` keys them."""
+    loss, data_loss, reg_loss, hits = row
+    return {"loss": loss, "data_loss": data_loss, "reg_loss": reg_loss, "accuracy": hits}
 
 
 @contextlib.contextmanager
