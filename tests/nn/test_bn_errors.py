@@ -121,9 +121,14 @@ CASES = [
         ["from_config", "'fused'"],
     ),
     (
-        "from_config_synchronized",
-        lambda: BatchNorm.from_config({"synchronized": True}),
-        ["synchronized", "True"],
+        "synchronized_not_bool",
+        lambda: BatchNorm.from_config({"synchronized": "yes"}),
+        ["synchronized", "'yes'"],
+    ),
+    (
+        "synchronized_with_ghost_batches",
+        lambda: BatchNorm(synchronized=True, virtual_batch_size=4),
+        ["synchronized", "True", "virtual_batch_size=4"],
     ),
 ]
 

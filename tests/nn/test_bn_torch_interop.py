@@ -115,10 +115,10 @@ def test_from_torch_overrides_use_bnlab_conventions():
     torch.testing.assert_close(renorm.moving_stddev, (bn.running_var + bn.eps).sqrt())
 
 
-def test_from_torch_cumulative_momentum_needs_an_override():
+def test_from_torch_keeps_the_cumulative_momentum_or_takes_an_override():
     bn = nn.BatchNorm1d(3, momentum=None)
-    with pytest.raises(ConfigError, match=r"momentum: None"):
-        BatchNorm.from_torch(bn)
+    assert BatchNorm.from_torch(bn).momentum is None
+    assert BatchNorm.from_torch(bn).to_torch().momentum is None
     assert BatchNorm.from_torch(bn, momentum=0.9).momentum == 0.9
 
 

@@ -14,7 +14,6 @@ PyTorch's ``BatchNorm2d(momentum=0.1)`` is Keras's ``momentum=0.9``; Keras's def
 from __future__ import annotations
 
 import copy
-import inspect
 import warnings
 
 import torch
@@ -22,18 +21,18 @@ from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedBuffer, UninitializedParameter, is_lazy
 
-from bnlab._validation import check_choice, check_number, check_options
+from bnlab._validation import check_choice, check_number
 from bnlab.errors import ConfigError
-from bnlab.nn import constraints, initializers, regularizers
+from bnlab.nn import batchnorm_config as _config
+from bnlab.nn import batchnorm_interop as _interop
+from bnlab.nn import bn_math, constraints, initializers, regularizers
 from bnlab.nn import functional as BF
-from bnlab.nn.momentum import keras_to_torch_momentum, torch_to_keras_momentum
-
-_TORCH_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-# Input rank -> the torch class that accepts it (channels on dimension 1).
-_TORCH_BN_BY_NDIM = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}
+from bnlab.nn.batchnorm_config import check_bool, init_parameters
+from bnlab.nn.batchnorm_interop import TORCH_BN, TORCH_BN_BY_NDIM, is_torch_bn
+from bnlab.nn.batchnorm_train import TrainingStep
 
 
-class BatchNorm(LazyModuleMixin, nn.Module):
+class BatchNorm(LazyModuleMixin, TrainingStep, nn.Module):
     """Batch normalization with Keras semantics and every Keras parameter.
 
     ``momentum`` is Keras's: the fraction of the moving statistics **kept** per training
@@ -43,7 +42,9 @@ class BatchNorm(LazyModuleMixin, nn.Module):
     Parameters
     ----------
     momentum:
-        Keras convention, in [0, 1]: 0 keeps only the last batch, 1 never updates.
+        Keras convention, in [0, 1]: 0 keeps only the last batch, 1 never updates. ``None``
+        is torch's cumulative average: the moving statistics are the plain average of every
+        batch's statistics so far (step ``n`` keeps ``1 - 1/n``).
     epsilon:
         Added to the variance before the square root (> 0; Keras default 1e-3, PyTorch 1e-5).
     center, scale:
@@ -90,11 +91,21 @@ class BatchNorm(LazyModuleMixin, nn.Module):
         ``UninitializedParameter`` (an optimizer may already hold them; they are filled in
         place) and ``load_state_dict`` materialises them from the loaded shapes.
 
+    synchronized:
+        Keras 3's flag. ``True``: in training, under an initialised ``torch.distributed``
+        process group, the batch statistics are those of the union of every process's batch
+        (exact pooling, gradients through the all-reduce; see :mod:`bnlab.nn.distributed`).
+        Without a process group it behaves as ``False`` and warns once.
+
     Computation: in training mode (``module.train()`` and ``trainable``), the output is
     ``(x - mean) * rsqrt(var + epsilon) * gamma + beta`` with the batch's mean and biased
-    variance; in inference mode the moving statistics are used. Inputs in float16/bfloat16
-    are normalised in float32 and the output is cast back to the input dtype (Keras
-    upcasts the same way; parameters and statistics stay float32).
+    variance; in inference mode the moving statistics are used. ``forward(x, mask)`` takes
+    Keras's ``mask`` (``x``'s shape without the channel axis, true = counted): masked
+    positions are left out of the batch statistics and so of the moving averages, and every
+    position is normalised. Dtypes follow Keras's policy rule
+    (:func:`bnlab.nn.bn_math.keras_dtypes`): normalised in float32 (float64 stays float64),
+    output in the compute dtype: 16-bit inputs to float32 parameters give 16-bit outputs
+    (``mixed_float16``/``mixed_bfloat16``), a 16-bit layer gives 16-bit outputs.
 
     ``layer.trainable = False`` freezes ``gamma``/``beta`` *and* runs the layer in inference
     mode even inside a training step, without updating the statistics (Keras >= 2.1.3).
@@ -127,15 +138,16 @@ class BatchNorm(LazyModuleMixin, nn.Module):
         virtual_batch_size: int | None = None,
         variance: str = "biased",
         num_features: int | None = None,
+        synchronized: bool = False,
     ):
         with warnings.catch_warnings():
             # Older PyTorch releases warn that lazy modules are experimental.
             warnings.filterwarnings("ignore", message="Lazy modules are a new feature")
             super().__init__()
-        self.momentum = float(check_number("momentum", momentum, low=0.0, high=1.0))
+        self.momentum = _config.check_momentum(momentum)
         self.epsilon = float(check_number("epsilon", epsilon, low=0.0, low_inclusive=False))
-        self.center = _check_bool("center", center)
-        self.scale = _check_bool("scale", scale)
+        self.center = check_bool("center", center)
+        self.scale = check_bool("scale", scale)
         if isinstance(axis, bool) or not isinstance(axis, int):
             raise ConfigError(f"axis: {axis!r} is not an integer")
         self.axis = axis
@@ -152,7 +164,7 @@ class BatchNorm(LazyModuleMixin, nn.Module):
         self.gamma_regularizer = regularizers.deserialize(gamma_regularizer, "gamma_regularizer")
         self.beta_constraint = constraints.deserialize(beta_constraint, "beta_constraint")
         self.gamma_constraint = constraints.deserialize(gamma_constraint, "gamma_constraint")
-        self.renorm = _check_bool("renorm", renorm)
+        self.renorm = check_bool("renorm", renorm)
         renorm_clipping = BF.deserialize_clipping(renorm_clipping)
         if self.renorm:
             self.renorm_clipping = BF.check_renorm_clipping(renorm_clipping)
@@ -171,6 +183,12 @@ class BatchNorm(LazyModuleMixin, nn.Module):
                 "virtual_batch_size", virtual_batch_size, low=1, integer=True
             )
         self.virtual_batch_size = virtual_batch_size
+        self.synchronized = check_bool("synchronized", synchronized)
+        if self.synchronized and virtual_batch_size is not None:
+            raise ConfigError(
+                f"synchronized: True with virtual_batch_size={virtual_batch_size}; ghost batches "
+                "are per process, pick one of the two"
+            )
         if num_features is not None:
             num_features = check_number("num_features", num_features, low=1, integer=True)
         self._trainable = True
@@ -265,7 +283,7 @@ class BatchNorm(LazyModuleMixin, nn.Module):
 
     @trainable.setter
     def trainable(self, value: bool) -> None:
-        self._trainable = _check_bool("trainable", value)
+        self._trainable = check_bool("trainable", value)
         self._apply_trainable()
 
     def _apply_trainable(self) -> None:
@@ -295,7 +313,7 @@ class BatchNorm(LazyModuleMixin, nn.Module):
             )
         return self.axis % x.dim()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         if self.num_features is None:  # normally built by the lazy pre-hook already
             self.initialize_parameters(x)
         axis = self._channel_axis(x)
@@ -305,10 +323,8 @@ class BatchNorm(LazyModuleMixin, nn.Module):
                 f"{x.shape[axis]} along axis {self.axis} (shape {tuple(x.shape)})"
             )
         self._input_ndim = x.dim()
-        in_dtype = x.dtype
-        # Keras normalises 16-bit inputs in float32; float64 stays float64.
-        compute = torch.promote_types(in_dtype, torch.float32)
-        xc = BF.channels_first(x.to(compute), axis)
+        out_dtype, compute = bn_math.keras_dtypes(x.dtype, self.moving_mean.dtype)
+        xc = BF.channels_first(x.to(out_dtype).to(compute), axis)
         gamma = None if self.gamma is None else self.gamma.to(compute)
         beta = None if self.beta is None else self.beta.to(compute)
 
@@ -319,8 +335,15 @@ class BatchNorm(LazyModuleMixin, nn.Module):
                 self._check_count(xc, axis, groups=1)
                 out = BF.batch_norm_with_stats(xc, gamma, beta, self.epsilon)
             else:
-                out = self._forward_train(xc, axis, gamma, beta)
+                synced = self.synchronized and self._synchronizing()
+                if mask is not None or synced:
+                    mask_c = None if mask is None else bn_math.channels_first_mask(mask, x, axis)
+                    out = self._forward_train_pooled(xc, axis, gamma, beta, mask_c, synced)
+                else:
+                    out = self._forward_train(xc, axis, gamma, beta)
         else:
+            if mask is not None:
+                bn_math.channels_first_mask(mask, x, axis)  # Keras ignores it; check the shape
             out = BF.batch_norm_eval(
                 xc,
                 self.moving_mean.to(compute),
@@ -329,90 +352,7 @@ class BatchNorm(LazyModuleMixin, nn.Module):
                 beta,
                 self.epsilon,
             )
-        return BF.channels_back(out, axis).to(in_dtype)
-
-    def _groups(self, xc: torch.Tensor, axis: int) -> int:
-        """Number of virtual batches in this training batch (1 without ghost BN)."""
-        vbs = self.virtual_batch_size
-        if vbs is None:
-            return 1
-        if axis == 0:
-            raise ConfigError(
-                f"axis: {self.axis!r} is the batch axis; virtual_batch_size={vbs} splits the "
-                "batch axis, so the channel axis must be another one"
-            )
-        n = xc.shape[0]
-        if n % vbs:
-            raise ConfigError(
-                f"virtual_batch_size: {vbs} does not divide the batch size {n}; every "
-                f"training batch must hold a multiple of {vbs} samples"
-            )
-        return n // vbs
-
-    def _check_count(self, xc: torch.Tensor, axis: int, groups: int | None) -> int:
-        """Values per channel (per virtual batch) in training; at least 2 are needed."""
-        if groups is None:
-            groups = self._groups(xc, axis)
-        count = xc.numel() // self.num_features // groups
-        if count <= 1:
-            where = f" per virtual batch of {self.virtual_batch_size}" if groups > 1 else ""
-            raise ConfigError(
-                f"batch: {xc.shape[0]} sample(s) of shape {tuple(xc.shape[1:])} give "
-                f"{count} value per channel{where} in training mode; batch statistics need at "
-                "least 2 (use a larger batch, or call .eval())"
-            )
-        return count
-
-    def _forward_train(self, xc, axis, gamma, beta) -> torch.Tensor:
-        # Batch statistics come from PyTorch's batch-norm kernel (or torch.var_mean for
-        # renorm), both two-pass/Welford reductions; Keras's torch backend uses
-        # E[x^2] - E[x]^2. Same quantity, float rounding apart: the conformance suite holds
-        # 1e-5 against Keras, and on strongly offset data bnlab is the closer to float64.
-        groups = self._groups(xc, axis)
-        count = self._check_count(xc, axis, groups)
-        channels = self.num_features
-        xg = BF.ghost_view(xc, self.virtual_batch_size) if groups > 1 else xc
-
-        def tile(t):  # one copy per virtual batch; gradients sum back onto t
-            return t if t is None or groups == 1 else t.repeat(groups)
-
-        def per_channel(t):  # average the virtual batches' statistics (tf-keras)
-            return t if groups == 1 else t.view(groups, channels).mean(dim=0)
-
-        if self.renorm:
-            # r and d carry no gradient, so the statistics they need are computed aside.
-            with torch.no_grad():
-                mean_g, var_g = BF.moments(xg, 1)
-            mean, var_b = per_channel(mean_g), per_channel(var_g)
-            step = self.num_batches_tracked
-            clip = {k: BF.clip_value(v, step) for k, v in self.renorm_clipping.items()}
-            r, d = BF.renorm_correction(
-                mean, var_b, self.renorm_mean, self.renorm_stddev, self.epsilon, **clip
-            )
-            weight, bias = BF.compose_renorm(r, d, gamma, beta)
-            out = BF.batch_norm_with_stats(xg, tile(weight), tile(bias), self.epsilon)
-            var_u = BF.bessel(var_b, count) if self.variance == "unbiased" else None
-        else:
-            out, mean_g, var_ug = BF.batch_norm_train(xg, tile(gamma), tile(beta), self.epsilon)
-            mean, var_u = per_channel(mean_g), per_channel(var_ug)
-            var_b = var_u * ((count - 1) / count)
-        self._update_moving(mean, var_b, var_u)
-        return out.reshape(xc.shape) if groups > 1 else out
-
-    @torch.no_grad()
-    def _update_moving(self, mean, var_biased, var_unbiased) -> None:
-        """Keras update rule (``momentum`` = fraction kept) for the inference statistics."""
-        var = var_unbiased if self.variance == "unbiased" else var_biased
-        BF.ema_(self.moving_mean, mean, self.momentum)
-        if self.renorm:
-            BF.ema_(self.renorm_mean, mean, self.renorm_momentum)
-            BF.ema_(self.renorm_stddev, torch.sqrt(var_biased + self.epsilon), self.renorm_momentum)
-            BF.ema_(self.moving_stddev, torch.sqrt(var + self.epsilon), self.momentum)
-            # relu: rounding may make stddev**2 fall below epsilon (Keras does the same).
-            self.moving_variance.copy_(torch.relu(self.moving_stddev.square() - self.epsilon))
-        else:
-            BF.ema_(self.moving_variance, var, self.momentum)
-        self.num_batches_tracked.add_(1)
+        return BF.channels_back(out, axis).to(out_dtype)
 
     # ------------------------------------------------- Keras losses/constraints
     def regularization_loss(self) -> torch.Tensor | None:
@@ -436,63 +376,22 @@ class BatchNorm(LazyModuleMixin, nn.Module):
     def get_config(self) -> dict:
         """The constructor arguments as a JSON-able dict (plus ``trainable``).
 
-        Initializers, regularizers and constraints appear by Keras name or as
+        Keras 3's keys come first in Keras's order (``synchronized`` included), then bnlab's
+        extras. Initializers, regularizers and constraints appear by Keras name or as
         ``{"class_name": ..., "config": ...}``; a custom callable raises
         :class:`ConfigError` because it cannot be written down.
         """
-        return {
-            "momentum": self.momentum,
-            "epsilon": self.epsilon,
-            "center": self.center,
-            "scale": self.scale,
-            "beta_initializer": initializers.serialize(self.beta_initializer, "beta_initializer"),
-            "gamma_initializer": initializers.serialize(
-                self.gamma_initializer, "gamma_initializer"
-            ),
-            "moving_mean_initializer": initializers.serialize(
-                self.moving_mean_initializer, "moving_mean_initializer"
-            ),
-            "moving_variance_initializer": initializers.serialize(
-                self.moving_variance_initializer, "moving_variance_initializer"
-            ),
-            "beta_regularizer": regularizers.serialize(self.beta_regularizer, "beta_regularizer"),
-            "gamma_regularizer": regularizers.serialize(
-                self.gamma_regularizer, "gamma_regularizer"
-            ),
-            "beta_constraint": constraints.serialize(self.beta_constraint, "beta_constraint"),
-            "gamma_constraint": constraints.serialize(self.gamma_constraint, "gamma_constraint"),
-            "axis": self.axis,
-            "renorm": self.renorm,
-            "renorm_clipping": BF.serialize_clipping(self.renorm_clipping),
-            "renorm_momentum": self.renorm_momentum,
-            "virtual_batch_size": self.virtual_batch_size,
-            "variance": self.variance,
-            "num_features": self.num_features,
-            "trainable": self._trainable,
-        }
+        return _config.config_of(self)
 
     @classmethod
     def from_config(cls, config: dict) -> BatchNorm:
         """Build from :meth:`get_config`'s dict, or from a Keras ``BatchNormalization`` config.
 
-        Keras's ``name`` and ``dtype`` are ignored, ``synchronized=True`` is refused (a
-        multi-device feature), ``trainable`` is applied, a one-element ``axis`` list
-        (tf-keras) is read as that axis; unknown keys raise :class:`ConfigError`. The weights
-        are not part of a config.
+        Keras's ``name`` and ``dtype`` are ignored, ``trainable`` is applied, a one-element
+        ``axis`` list (tf-keras) is read as that axis; unknown keys raise :class:`ConfigError`.
+        The weights are not part of a config.
         """
-        config = dict(config)
-        config.pop("name", None)
-        config.pop("dtype", None)
-        if config.pop("synchronized", False):
-            raise ConfigError("synchronized: True is not supported (single-device statistics)")
-        trainable = config.pop("trainable", True)
-        axis = config.get("axis")
-        if isinstance(axis, (list, tuple)) and len(axis) == 1:  # tf-keras writes [3]
-            config["axis"] = axis[0]
-        check_options("BatchNorm.from_config", config, _init_parameters())
-        layer = cls(**config)
-        layer.trainable = trainable
-        return layer
+        return _config.from_config(cls, config)
 
     # --------------------------------------------------------- torch interop
     @classmethod
@@ -500,82 +399,29 @@ class BatchNorm(LazyModuleMixin, nn.Module):
         """A ``BatchNorm`` computing what ``torch_bn`` (``torch.nn.BatchNorm{1,2,3}d``) computes.
 
         Translated: ``momentum`` (torch's fraction of the batch -> Keras's fraction kept,
-        0.1 -> 0.9), ``eps`` -> ``epsilon``, ``affine`` -> ``center`` and ``scale``,
-        ``variance="unbiased"`` (torch's running-variance convention), ``axis=1``. Copied:
-        weight/bias (with their ``requires_grad``), running mean/variance,
-        ``num_batches_tracked``, the train/eval flag, device and dtype.
+        0.1 -> 0.9; torch's ``None``, the cumulative average, stays ``None``), ``eps`` ->
+        ``epsilon``, ``affine`` -> ``center`` and ``scale``, ``variance="unbiased"``
+        (torch's running-variance convention), ``axis=1``. Copied: weight/bias (with their
+        ``requires_grad``), running mean/variance, ``num_batches_tracked``, the train/eval
+        flag, device and dtype.
 
         ``overrides`` set other constructor arguments in bnlab's convention, e.g.
         ``momentum=0.99`` or ``variance="biased"``; ``num_features``, ``axis``, ``center`` and
-        ``scale`` follow the torch layer and cannot be overridden. A torch ``momentum=None``
-        (cumulative average, no Keras equivalent) needs a ``momentum`` override; a layer
-        without running statistics (``track_running_stats=False``) is refused. With a
-        ``renorm=True`` override the renorm averages start from the running statistics.
+        ``scale`` follow the torch layer and cannot be overridden. A layer without running
+        statistics (``track_running_stats=False``) is refused. With a ``renorm=True``
+        override the renorm averages start from the running statistics.
         """
-        if not isinstance(torch_bn, _TORCH_BN):
-            raise ConfigError(
-                f"torch_bn: {type(torch_bn).__name__} is not torch.nn.BatchNorm1d/2d/3d"
-            )
-        if torch_bn.running_mean is None or not torch_bn.track_running_stats:
-            raise ConfigError(
-                "track_running_stats: False (the torch layer keeps no running statistics and "
-                "normalises with batch statistics even in eval mode); bnlab.BatchNorm has "
-                "no such mode"
-            )
-        fixed = {"num_features", "axis", "center", "scale"}
-        bad = sorted(fixed & set(overrides))
-        if bad:
-            raise ConfigError(
-                f"{bad[0]}: {overrides[bad[0]]!r} cannot be overridden; it follows the torch layer"
-            )
-        check_options("BatchNorm.from_torch", overrides, _init_parameters() - fixed)
-        momentum = overrides.pop("momentum", None)
-        if momentum is None:
-            if torch_bn.momentum is None:
-                raise ConfigError(
-                    "momentum: None (the torch layer's cumulative moving average) has no Keras "
-                    "equivalent; pass momentum=<Keras momentum, fraction kept> to override"
-                )
-            momentum = torch_to_keras_momentum(torch_bn.momentum)
-        kwargs = {
-            "momentum": momentum,
-            "epsilon": torch_bn.eps,
-            "center": torch_bn.affine,
-            "scale": torch_bn.affine,
-            "axis": 1,
-            "variance": "unbiased",
-            "num_features": torch_bn.num_features,
-        }
-        kwargs.update(overrides)
-        layer = cls(**kwargs)
-        ref = torch_bn.weight if torch_bn.affine else torch_bn.running_mean
-        layer.to(device=ref.device, dtype=ref.dtype)
-        with torch.no_grad():
-            if torch_bn.affine:
-                layer.gamma.copy_(torch_bn.weight)
-                layer.beta.copy_(torch_bn.bias)
-                layer.gamma.requires_grad_(torch_bn.weight.requires_grad)
-                layer.beta.requires_grad_(torch_bn.bias.requires_grad)
-            layer.moving_mean.copy_(torch_bn.running_mean)
-            layer.moving_variance.copy_(torch_bn.running_var)
-            layer.num_batches_tracked.copy_(torch_bn.num_batches_tracked)
-            if layer.renorm:
-                layer.renorm_mean.copy_(torch_bn.running_mean)
-                layer.moving_stddev.copy_((torch_bn.running_var + layer.epsilon).sqrt())
-                layer.renorm_stddev.copy_(layer.moving_stddev)
-        layer.train(torch_bn.training)
-        layer._torch_cls = type(torch_bn)
-        return layer
+        return _interop.from_torch(cls, torch_bn, **overrides)
 
     def to_torch(self, cls: type | None = None) -> nn.Module:
         """The equivalent ``torch.nn.BatchNorm{1,2,3}d`` (momentum translated, state copied).
 
         ``cls`` picks the torch class; by default the one :meth:`from_torch` read, else the one
         matching the rank of the last input seen (2 or 3 -> 1d, 4 -> 2d, 5 -> 3d).
-        Translated: ``momentum`` (0.9 -> 0.1), ``epsilon`` -> ``eps``; ``affine`` is True
-        when ``center`` or ``scale`` is, the missing one being a frozen constant (weight 1 or
-        bias 0) so the torch layer computes the same function. Copied: gamma/beta, moving
-        statistics, ``num_batches_tracked``, train/eval flag, device, dtype.
+        Translated: ``momentum`` (0.9 -> 0.1, ``None`` -> ``None``), ``epsilon`` -> ``eps``;
+        ``affine`` is True when ``center`` or ``scale`` is, the missing one being a frozen
+        constant (weight 1 or bias 0) so the torch layer computes the same function. Copied:
+        gamma/beta, moving statistics, ``num_batches_tracked``, train/eval flag, device, dtype.
 
         Not translatable (:class:`ConfigError`): renorm, virtual batches, ``trainable=False``
         (torch has no "inference mode while training"), an unbuilt layer, and a channel axis
@@ -583,86 +429,20 @@ class BatchNorm(LazyModuleMixin, nn.Module):
         variance with the unbiased batch variance: a ``variance="biased"`` layer converts with
         that (``n / (n - 1)``) difference in its future updates, nothing else.
         """
-        if self.num_features is None:
-            raise ConfigError("num_features: None (the layer is not built); call it once first")
-        if self.renorm:
-            raise ConfigError("renorm: True has no torch.nn.BatchNorm equivalent")
-        if self.virtual_batch_size is not None:
-            raise ConfigError(
-                f"virtual_batch_size: {self.virtual_batch_size} has no torch.nn.BatchNorm "
-                "equivalent"
-            )
-        if not self._trainable:
-            raise ConfigError(
-                "trainable: False (Keras's inference mode inside training) has no "
-                "torch.nn.BatchNorm equivalent; set trainable=True or convert an eval-only copy"
-            )
-        ndim = self._input_ndim
-        if cls is None:
-            cls = self._torch_cls or _TORCH_BN_BY_NDIM.get(ndim)
-        if cls is None:
-            raise ConfigError(
-                "cls: None and the layer has seen no input to tell its rank; pass "
-                "cls=torch.nn.BatchNorm1d, BatchNorm2d or BatchNorm3d"
-            )
-        if cls not in _TORCH_BN:
-            raise ConfigError(f"cls: {cls!r} is not torch.nn.BatchNorm1d/2d/3d")
-        if self.axis != 1 and not (self.axis == -1 and ndim == 2):
-            raise ConfigError(
-                f"axis: {self.axis!r} is not the channel axis of torch.nn.BatchNorm (1)"
-            )
-        ref = self.moving_mean
-        bn = cls(
-            self.num_features,
-            eps=self.epsilon,
-            momentum=keras_to_torch_momentum(self.momentum),
-            affine=self.center or self.scale,
-            device=ref.device,
-            dtype=ref.dtype,
-        )
-        with torch.no_grad():
-            if bn.affine:
-                if self.gamma is not None:
-                    bn.weight.copy_(self.gamma)
-                else:
-                    bn.weight.fill_(1.0)
-                bn.weight.requires_grad_(self.gamma is not None and self.gamma.requires_grad)
-                if self.beta is not None:
-                    bn.bias.copy_(self.beta)
-                else:
-                    bn.bias.zero_()
-                bn.bias.requires_grad_(self.beta is not None and self.beta.requires_grad)
-            bn.running_mean.copy_(self.moving_mean)
-            bn.running_var.copy_(self.moving_variance)
-            bn.num_batches_tracked.copy_(self.num_batches_tracked)
-        bn.train(self.training)
-        return bn
+        return _interop.to_torch(self, cls)
 
     def extra_repr(self) -> str:
-        return (
-            f"{self.num_features}, momentum={self.momentum} (Keras: fraction kept), "
-            f"epsilon={self.epsilon}, axis={self.axis}, center={self.center}, scale={self.scale}"
-            + ("" if self.variance == "biased" else ", variance='unbiased'")
-            + (", renorm=True" if self.renorm else "")
-            + (f", virtual_batch_size={self.virtual_batch_size}" if self.virtual_batch_size else "")
-            + ("" if self._trainable else ", trainable=False")
-        )
+        return _config.describe(self)
 
 
-def _check_bool(name: str, value) -> bool:
-    # numpy's bool_ is accepted too (configs read from arrays or pandas).
-    if not isinstance(value, bool) and type(value).__name__ != "bool_":
-        raise ConfigError(f"{name}: {value!r} is not True or False")
-    return bool(value)
+# Names this module has always exported (other modules import them from here).
+_TORCH_BN = TORCH_BN
+_TORCH_BN_BY_NDIM = TORCH_BN_BY_NDIM
+_check_bool = check_bool
 
 
 def _init_parameters() -> set[str]:
-    return set(inspect.signature(BatchNorm.__init__).parameters) - {"self"}
-
-
-def is_torch_bn(module: nn.Module) -> bool:
-    """True for ``torch.nn.BatchNorm1d/2d/3d`` (what :meth:`BatchNorm.from_torch` accepts)."""
-    return isinstance(module, _TORCH_BN)
+    return init_parameters(BatchNorm)
 
 
 __all__ = ["BatchNorm", "is_torch_bn"]
