@@ -132,3 +132,19 @@ def all_reduce_pooled_moments(
         out.append((int(round(float(total_counts[i]))), pooled, flat[offset : offset + k]))
         offset += k
     return out
+
+
+def pool_accumulators(accumulators) -> None:
+    """Replace each accumulator's ``count``/``mean``/``m2`` by the pooled ones of every process.
+
+    The hook :func:`bnlab.nn.precise_bn_stats` calls under a process group, before writing
+    the statistics; accumulators hold one BN layer each (``.layer``), in model order. A
+    layer no process saw keeps ``mean = None`` (nothing is written).
+    """
+    pooled = all_reduce_pooled_moments(
+        [(a.count, a.mean, a.m2) for a in accumulators],
+        [a.layer.running_mean for a in accumulators],
+    )
+    for a, (count, mean, m2) in zip(accumulators, pooled, strict=True):
+        if count > 0:
+            a.count, a.mean, a.m2 = count, mean, m2

@@ -21,6 +21,7 @@ from torch import nn
 
 from bnlab._validation import check_positive_int
 from bnlab.errors import ConfigError
+from bnlab.nn import distributed
 from bnlab.nn import functional as BF
 from bnlab.nn.batchnorm import BatchNorm
 from bnlab.nn.surgery import find_bn_layers
@@ -135,6 +136,11 @@ def precise_bn_stats(model: nn.Module, batches: Iterable, *, max_batches: int | 
 
     Returns the number of samples seen (also when the model has no BN layer to update).
 
+    Under an initialised ``torch.distributed`` process group each process passes over its
+    own shard and the pooled moments are all-reduced (:mod:`bnlab.nn.distributed`): every
+    process writes the same statistics, those of all shards together (the returned count
+    is this process's). Every process must call it (it is a collective).
+
     How (fvcore's PreciseBN, with an exact estimator): the model runs forward once per
     batch with every module in eval mode (dropout off) except the BN layers, which normalise
     with the batch's own statistics as in training. A hook records each BN layer's input;
@@ -184,6 +190,8 @@ def precise_bn_stats(model: nn.Module, batches: Iterable, *, max_batches: int | 
                     t.copy_(old)
         for m, flag in flags:
             m.training = flag
+    if distributed.process_group_active():  # each process saw its shard: pool them exactly
+        distributed.pool_accumulators(accumulators)
     for a in accumulators:
         a.write()
     return seen
