@@ -6,6 +6,7 @@ per training step (PyTorch's 0.1 is 0.9 here; see :func:`keras_to_torch_momentum
 
 from bnlab.nn import functional
 from bnlab.nn.batchnorm import BatchNorm
+from bnlab.nn.fold import FoldReport, fold_bn
 from bnlab.nn.functional import Ramp, renorm_ramp
 from bnlab.nn.layers import Conv2d, Dense, apply_constraints, regularization_loss
 from bnlab.nn.momentum import keras_to_torch_momentum, torch_to_keras_momentum
@@ -18,6 +19,7 @@ __all__ = [
     "BatchNorm",
     "Conv2d",
     "Dense",
+    "FoldReport",
     "GroupNorm",
     "InstanceNorm",
     "LayerNorm",
@@ -25,6 +27,7 @@ __all__ = [
     "apply_constraints",
     "convert",
     "find_bn_layers",
+    "fold_bn",
     "functional",
     "keras_to_torch_momentum",
     "make_norm",
