@@ -9,7 +9,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from bnlab.cli import commands
 from bnlab.cli.errors import exit_on_bnlab_error
-from bnlab.cli.lazy import DOCTOR_COMMANDS, load_command
+from bnlab.cli.lazy import DOCTOR_COMMANDS, LazyCommand, load_command
 from bnlab.errors import BnlabError
 
 
@@ -22,7 +22,7 @@ class BnlabGroup(TyperGroup):
       (see :mod:`bnlab.cli.lazy`).
     """
 
-    _lazy = {spec.name: spec for spec in DOCTOR_COMMANDS}
+    _lazy = {s.name: s for s in (*DOCTOR_COMMANDS, LazyCommand("export", "bnlab.cli.export_cmd", "Export a model to ONNX and check onnxruntime against torch."))}  # fmt: skip
 
     def list_commands(self, ctx: typer.Context) -> list[str]:
         names = super().list_commands(ctx)

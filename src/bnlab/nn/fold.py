@@ -128,10 +128,15 @@ def _fold_sequentials(model: nn.Module, report: FoldReport) -> None:
 
 
 class _LeafTracer(fx.Tracer):
-    """Keeps convolutions, linear layers and every BN (bnlab's too) as single graph nodes."""
+    """Keeps every module without children (BN, conv, linear, pooling...) as one graph node.
+
+    Only how modules are wired matters for folding; not tracing into leaf modules keeps
+    shape-dependent code inside them (custom pooling, padding) from defeating the trace.
+    """
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return _is_bn(m) or _is_target(m) or super().is_leaf_module(m, qualname)
+        leaf = next(iter(m.children()), None) is None
+        return _is_bn(m) or _is_target(m) or leaf or super().is_leaf_module(m, qualname)
 
 
 def _describe(node, modules: dict) -> str:
