@@ -35,6 +35,7 @@ def _mask(n, t, kind, g):
         "ragged": torch.randint(1, t + 1, (n,), generator=g),
         "empty_rows": torch.tensor([t, 0, 3, 0, 1, t][:n]),
         "full": torch.full((n,), t),
+        "nothing": torch.zeros(n, dtype=torch.long),  # Keras: mean 0, variance 0
     }[kind]
     return torch.arange(t)[None, :] < lengths[:, None]
 
@@ -75,7 +76,7 @@ MASK_GRID = [
         kind, m, center, scale, renorm, id=f"{kind}-m{m}-c{int(center)}s{int(scale)}-r{int(renorm)}"
     )
     for kind, m, (center, scale), renorm in itertools.product(
-        ("ragged", "empty_rows", "full"),
+        ("ragged", "empty_rows", "full", "nothing"),
         (0.0, 0.8),
         ((True, True), (False, True), (True, False)),
         (False, True),
@@ -192,3 +193,27 @@ def test_dtype_policy_matches_keras(keras, half, mixed):
     torch.testing.assert_close(
         b_layer.moving_mean.float(), k_layer.moving_mean.value.float(), rtol=tol, atol=tol
     )
+
+
+def test_unbiased_masked_variance_counts_only_kept_values():
+    x = torch.randn(3, 5, 2, generator=torch.Generator().manual_seed(6))
+    mask = torch.arange(5)[None, :] < torch.tensor([5, 1, 3])[:, None]
+    bn = bnlab.BatchNorm(axis=-1, momentum=0.0, variance="unbiased").train()
+    bn(x, mask=mask)
+    torch.testing.assert_close(bn.moving_variance, x[mask].var(0, unbiased=True), **TOL)
+
+
+def test_mask_with_ghost_batches_is_refused():
+    bn = bnlab.BatchNorm(axis=-1, virtual_batch_size=2).train()
+    with pytest.raises(bnlab.errors.ConfigError, match="mask: .*virtual_batch_size=2"):
+        bn(torch.randn(4, 5, 3), mask=torch.ones(4, 5, dtype=torch.bool))
+
+
+def test_config_lists_keras_keys_first_in_keras_order(keras):
+    keras_keys = [
+        k for k in keras.layers.BatchNormalization().get_config() if k not in ("name", "dtype")
+    ]
+    config = bnlab.BatchNorm(synchronized=True).get_config()
+    assert list(config)[: len(keras_keys)] == keras_keys
+    assert list(config)[len(keras_keys) :] == ["virtual_batch_size", "variance", "num_features"]
+    assert config["synchronized"] is True
