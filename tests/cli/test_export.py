@@ -140,3 +140,14 @@ def test_no_data_is_a_one_line_usage_error(factories, monkeypatch):
     result = _run(["export", "factories:broken", "-o", "x.onnx"], factories, monkeypatch)
     assert result.exit_code == 2
     assert "--data DATA or --input-shape" in result.output
+
+
+def test_a_bnlab_model_is_checked_on_its_recorded_input_shape(factories, monkeypatch):
+    out = factories / "recorded.onnx"
+    result = _run(
+        ["export", "factories:fashion_cnn", "-o", str(out), "--samples", "4"],
+        factories,
+        monkeypatch,
+    )
+    assert result.exit_code == 0, result.output
+    assert "matches torch on 4 samples" in result.output

@@ -40,8 +40,11 @@ def _import_onnxruntime():
     return onnxruntime
 
 
-def check_inputs(data: str | None, data_options: dict, input_shape: str | None, samples: int):
-    """The float32 samples to check on: the data's test split (else training split) or random."""
+def check_inputs(
+    data: str | None, data_options: dict, input_shape: str | None, samples: int, model=None
+):
+    """The float32 samples to check on: the data's test split (else training split), or
+    random normal samples of ``input_shape`` (default: the shape a bnlab model records)."""
     import torch
 
     if data is not None:
@@ -51,10 +54,11 @@ def check_inputs(data: str | None, data_options: dict, input_shape: str | None, 
         x = dataset.x_test if dataset.x_test is not None and len(dataset.x_test) else None
         x = dataset.x_train if x is None else x
         return torch.as_tensor(x[:samples]).float()
-    if input_shape is None:
+    recorded = (getattr(model, "bnlab_meta", None) or {}).get("input_shape")
+    if input_shape is None and recorded is None:
         raise ConfigError("data: none given; pass --data DATA or --input-shape C,H,W")
     try:
-        shape = tuple(int(s) for s in input_shape.split(","))
+        shape = tuple(recorded if input_shape is None else map(int, input_shape.split(",")))
     except ValueError:
         raise ConfigError(f"input-shape: {input_shape!r} is not comma-separated integers") from None
     return torch.randn(samples, *shape, generator=torch.Generator().manual_seed(0))
@@ -141,7 +145,7 @@ def export(
             raise ConfigError(
                 f"MODEL: {model!r} is a Keras model; export it with Keras's model.export()"
             )
-        x = check_inputs(data, parse_data_options(data_option), input_shape, samples)
+        x = check_inputs(data, parse_data_options(data_option), input_shape, samples, loaded)
         x = x.to(next(loaded.parameters()).dtype)
         lines = []
         if fold:

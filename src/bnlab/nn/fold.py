@@ -113,8 +113,8 @@ def _fold_sequentials(model: nn.Module, report: FoldReport) -> None:
     """Fold adjacent (conv/linear, BN) children of every ``nn.Sequential``; BN -> Identity."""
     counts = _occurrences(model)
     for prefix, seq in list(model.named_modules()):
-        if not isinstance(seq, nn.Sequential):
-            continue
+        if not isinstance(seq, nn.Sequential) or type(seq).forward is not nn.Sequential.forward:
+            continue  # a subclass with its own forward may not run its children in order
         names = list(seq._modules)
         for before, after in zip(names, names[1:], strict=False):
             layer, bn = seq._modules[before], seq._modules[after]
@@ -222,6 +222,8 @@ def fold_bn(model):
     if remaining:
         graph = _fold_graph(work, report, remaining)
         if graph is not None:
+            if hasattr(work, "bnlab_meta"):  # what bnlab.models.build records (input shape...)
+                graph.bnlab_meta = work.bnlab_meta
             work = graph.eval()
     work.bn_folding = report
     return work
