@@ -206,3 +206,28 @@ def test_keras_model_folds_to_a_new_keras_model(keras):
     )
     assert isinstance(folded_seq.get_layer("bn"), keras.layers.Identity)
     assert model.get_layer("c1").bias is None  # the original is untouched
+
+
+@pytest.mark.parametrize("name", ["circles_mlp", "cifar_small", "fashion_cnn"])
+def test_keras_twins_of_presets_fold_to_the_same_function(keras, name):
+    import numpy as np
+
+    from bnlab.models.keras_twins import build_keras
+
+    model = build_keras(name, norm="batch", bn_position="before_activation")
+    rng = np.random.default_rng(2)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(size=n) * 0.3)
+            layer.moving_variance.assign(rng.uniform(0.5, 1.5, size=n))
+    x = rng.normal(size=(2, *model.input_shape[1:])).astype("float32")
+    expected = keras.ops.convert_to_numpy(model(x, training=False))
+    folded = bnlab.nn.fold_bn(model)
+    got = keras.ops.convert_to_numpy(folded(x, training=False))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+    report = folded.bn_folding
+    bn_count = sum(isinstance(la, keras.layers.BatchNormalization) for la in model.layers)
+    assert len(report.folded) + len(report.left) == bn_count
+    if name != "fashion_cnn":  # fashion's BN sit behind pooling
+        assert report.folded and not report.left
