@@ -21,9 +21,9 @@ from bnlab._validation import check_number, check_positive_int
 from bnlab.doctor.adapters import ModelAdapter, adapt
 from bnlab.doctor.checks import run_checks
 from bnlab.doctor.checks.behaviour import needs_intervention
+from bnlab.doctor.diagnosis import Diagnosis
 from bnlab.doctor.evaluation import evaluate, mode_result
 from bnlab.doctor.exam import Exam
-from bnlab.doctor.findings import Diagnosis
 from bnlab.doctor.metrics import Agreement, LossFn, Meter, resolve_loss
 from bnlab.doctor.moments import PooledMoments
 from bnlab.doctor.recalibrate import recalibration_targets

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from bnlab.doctor.adapters import ModelAdapter
 from bnlab.doctor.exam import ModeResult
 from bnlab.doctor.metrics import LossFn, Meter, resolve_loss
+from bnlab.doctor.model_view import ModelAdapter
 from bnlab.doctor.sources import DataSource
 from bnlab.errors import DataError
 

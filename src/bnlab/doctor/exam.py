@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bnlab.doctor.adapters import BNLayer, Graph
+from bnlab.doctor.model_view import BNLayer, Graph
 
 
 @dataclass

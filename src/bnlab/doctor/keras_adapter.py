@@ -20,7 +20,7 @@ from contextlib import ExitStack, contextmanager
 import numpy as np
 import torch
 
-from bnlab.doctor.adapters import BNLayer, Graph, ModelAdapter, Node
+from bnlab.doctor.model_view import BNLayer, Graph, ModelAdapter, Node
 from bnlab.doctor.moments import PooledMoments
 from bnlab.errors import ConfigError, DataError
 
@@ -104,7 +104,7 @@ def _classify_layer(layer) -> tuple[str, dict]:
 
 
 class KerasAdapter(ModelAdapter):
-    """Reads and runs a Keras 3 model; see :mod:`bnlab.doctor.adapters`."""
+    """Reads and runs a Keras 3 model; see :mod:`bnlab.doctor.model_view`."""
 
     framework = "keras"
 

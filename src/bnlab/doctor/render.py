@@ -1,17 +1,15 @@
-"""Render a :class:`~bnlab.doctor.findings.Diagnosis` for a terminal (rich) and for HTML."""
+"""Render a :class:`~bnlab.doctor.findings.DiagnosisData` for a terminal (rich) and for HTML."""
 
 from __future__ import annotations
 
 import html as _html
 import json
-from typing import TYPE_CHECKING
 
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-if TYPE_CHECKING:
-    from bnlab.doctor.findings import Diagnosis
+from bnlab.doctor.findings import DiagnosisData as Diagnosis
 
 _STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 _HTML_COLOUR = {"error": "#b00020", "warning": "#9a6700", "info": "#0b6e99"}

@@ -14,7 +14,7 @@ import torch
 from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from bnlab.doctor.adapters import Graph, Node
+from bnlab.doctor.model_view import Graph, Node
 from bnlab.nn.batchnorm import BatchNorm
 
 _DROPOUT = (

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from bnlab.doctor.exam import Exam
 from bnlab.doctor.findings import Finding
-
-GAP_THRESHOLD = 0.05  # accuracy (or prediction agreement) lost in inference mode
-CONFIRM_FRACTION = 0.5  # share of the gap the recalibrated copy must win back
+from bnlab.doctor.thresholds import CONFIRM_FRACTION, GAP_THRESHOLD  # noqa: F401 - re-exported
 
 RECALIBRATE_FIX = (
     "Recompute the moving statistics on your training data without retraining: "

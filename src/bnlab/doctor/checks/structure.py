@@ -7,14 +7,14 @@ ReLU keeps a layer positively homogeneous, so ``BN(relu(c * W x)) == BN(relu(W x
 
 from __future__ import annotations
 
-from bnlab.doctor.adapters import Node
 from bnlab.doctor.exam import Exam
 from bnlab.doctor.findings import Finding
+from bnlab.doctor.model_view import Node
+from bnlab.doctor.thresholds import L2_SHARE_INFO  # noqa: F401 - re-exported
 
 _SHAPE_ONLY = {"identity", "flatten"}
 _HOMOGENEOUS = {"relu", "leakyrelu", "relu6", "prelu"}
 _OUTPUT_ACTIVATIONS = {"softmax", "sigmoid", "logsoftmax"}
-L2_SHARE_INFO = 0.01  # below this share of the loss the penalty is a remark, not a warning
 
 
 def _bn_nodes(exam: Exam) -> list[Node]:
