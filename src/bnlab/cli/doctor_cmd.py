@@ -158,6 +158,13 @@ def fix(
     data_option: DataOptionOpt = None,
     max_batches: MaxBatchesOpt = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the numbers as JSON.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Recalibrate even when the data does not match what the model was trained on.",
+        ),
+    ] = False,
 ) -> None:
     """Recalibrate a trained model's BN statistics on DATA and write the repaired model.
 
@@ -170,7 +177,10 @@ def fix(
 
         loaded = load_model(model, weights=weights)
         dataset = load_data(data, parse_data_options(data_option))
-        result = repair(loaded, dataset, batches=max_batches, batch_size=batch_size, in_place=True)
+        result = repair(
+            loaded, dataset, batches=max_batches, batch_size=batch_size, in_place=True,
+            force=force,
+        )  # fmt: skip
         written = save_model(result.model, out)
     except BnlabError as exc:
         report_error(exc)
@@ -182,11 +192,14 @@ def fix(
         "train_accuracy_after": result.after.accuracy,
         "test_accuracy_before": result.test_before.accuracy if result.test_before else None,
         "test_accuracy_after": result.test_after.accuracy if result.test_after else None,
+        "warning": result.warning,
     }
     if json_output:
         typer.echo(json.dumps(numbers))
         return
     console = Console(highlight=False)
+    if result.warning:
+        console.print(f"[bold red]warning:[/] {escape(result.warning)} (--force)", soft_wrap=True)
 
     def fmt(v):
         return "n/a" if v is None else f"{v:.4f}"

@@ -19,8 +19,10 @@ import torch
 
 from bnlab._validation import check_number, check_positive_int
 from bnlab.doctor.adapters import ModelAdapter, adapt
+from bnlab.doctor.capture import Capture
 from bnlab.doctor.checks import run_checks
 from bnlab.doctor.checks.behaviour import needs_intervention
+from bnlab.doctor.checks.data import measure_mismatch
 from bnlab.doctor.diagnosis import Diagnosis
 from bnlab.doctor.evaluation import evaluate, mode_result
 from bnlab.doctor.exam import Exam
@@ -45,7 +47,7 @@ def _first_pass(
 ) -> None:
     has_bn = bool(exam.bn)
     train_meter, inf_meter, agree = Meter(loss_fn), Meter(loss_fn), Agreement()
-    capture: dict = {}
+    capture = Capture()
     inputs = PooledMoments()
     lo, hi = np.inf, -np.inf
     for x, y in source.batches(max_batches):
@@ -65,6 +67,7 @@ def _first_pass(
         exam.train_mode = mode_result(train_meter)
         exam.agreement = agree.value
         exam.population = {path: (*m.numpy(), m.count) for path, m in capture.items()}
+        exam.batchwise = capture.batch_averages()
     mean, var = inputs.numpy()
     exam.input_mean, exam.input_std = mean, np.sqrt(var)
     exam.input_min, exam.input_max = float(lo), float(hi)
@@ -194,6 +197,7 @@ def diagnose(
     exam.running = work.running_stats()
 
     _first_pass(work, train_src, exam, loss_fn, max_batches)
+    exam.mismatch = measure_mismatch(exam)
     if needs_intervention(exam):
         if test_src is not None:
             exam.test_before = evaluate(work, test_src, loss_fn, max_batches)

@@ -20,8 +20,8 @@ from contextlib import ExitStack, contextmanager
 import numpy as np
 import torch
 
+from bnlab.doctor.capture import record
 from bnlab.doctor.model_view import BNLayer, Graph, ModelAdapter, Node
-from bnlab.doctor.moments import PooledMoments
 from bnlab.errors import ConfigError, DataError
 
 _DROPOUT = {
@@ -304,7 +304,7 @@ class KerasAdapter(ModelAdapter):
 
         def call(inputs, *args, **kwargs):
             t = torch.as_tensor(inputs)
-            capture.setdefault(name, PooledMoments()).update(t, layer.axis % t.dim())
+            record(capture, name, t, layer.axis % t.dim())
             return original(inputs, *args, **kwargs)
 
         return call

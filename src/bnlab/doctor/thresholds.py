@@ -32,7 +32,7 @@ INPUT_SCALE_LOW = 0.05
 # weight drift during training move it by well under 2x in every case measured
 # (benchmarks/doctor_cases.py); pixels at 0-255 instead of 0-1 move it by ~255x.
 SCALE_MISMATCH = 8.0
-# RMS over channels of the shift of the data's mean from the training mean, in training stds.
+# Median over channels of |data mean - training mean|, in training stds.
 SHIFT_MISMATCH = 4.0
 # Initial weight momentum**steps above which the moving statistics say too little about the
 # training data to compare (then only the bounds that hold for any weight are used).

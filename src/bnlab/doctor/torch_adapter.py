@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from torch.nn.parameter import is_lazy
 
+from bnlab.doctor.capture import record
 from bnlab.doctor.model_view import BNLayer, Graph, ModelAdapter
-from bnlab.doctor.moments import PooledMoments
 from bnlab.doctor.torch_graph import is_bn, module_graph
 from bnlab.errors import ConfigError, DataError
 from bnlab.nn.batchnorm import BatchNorm
@@ -153,9 +153,7 @@ class TorchAdapter(ModelAdapter):
 
                 def hook(module, args, path=path):
                     inp = args[0]
-                    capture.setdefault(path, PooledMoments()).update(
-                        inp, _channel_axis(module, inp)
-                    )
+                    record(capture, path, inp, _channel_axis(module, inp))
 
                 hooks.append(m.register_forward_pre_hook(hook))
         try:

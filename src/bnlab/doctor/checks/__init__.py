@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bnlab.doctor.checks.behaviour import check_stale_running_stats, check_train_eval_gap
+from bnlab.doctor.checks.data import check_data_mismatch
 from bnlab.doctor.checks.settings import (
     check_frozen_bn_in_train_mode,
     check_small_batch,
@@ -30,6 +31,7 @@ from bnlab.doctor.findings import Finding
 Check = Callable[[Exam], list[Finding]]
 
 CHECKS: dict[str, Check] = {
+    "data-mismatch": check_data_mismatch,
     "stale-running-stats": check_stale_running_stats,
     "momentum-too-high-for-steps": check_momentum_too_high_for_steps,
     "torch-momentum-looks-like-keras": check_torch_momentum_looks_like_keras,
@@ -46,11 +48,23 @@ CHECKS: dict[str, Check] = {
 
 FINDING_IDS: tuple[str, ...] = tuple(CHECKS)
 
+# Checks that judge the BN statistics against the data: meaningless on mismatched data.
+DATA_JUDGED = frozenset({
+    "stale-running-stats", "momentum-too-high-for-steps", "degenerate-channels",
+    "unnormalized-inputs", "train-eval-gap",
+})  # fmt: skip
+
 
 def run_checks(exam: Exam) -> list[Finding]:
-    """Every check's findings, in :data:`CHECKS` order."""
+    """Every check's findings, in :data:`CHECKS` order.
+
+    On data that does not match the model (``data-mismatch``) the checks in
+    :data:`DATA_JUDGED` are skipped: they would blame BN for the data.
+    """
     findings: list[Finding] = []
-    for check in CHECKS.values():
+    for finding_id, check in CHECKS.items():
+        if exam.mismatch and finding_id in DATA_JUDGED:
+            continue
         findings.extend(check(exam))
     return findings
 

@@ -32,6 +32,8 @@ def gap(exam: Exam) -> float | None:
 
 def needs_intervention(exam: Exam) -> bool:
     value = gap(exam)
+    if exam.mismatch:  # on data the model was not trained on, a gap proves nothing
+        return False
     return value is not None and value >= GAP_THRESHOLD and bool(exam.bn)
 
 
