@@ -56,6 +56,9 @@ def _first_pass(
         xin = work.prepare(x, source.layout)
         inference = work.forward(xin, train=False)
         inf_meter.add(inference, y)
+        exam.classes = (
+            2 if inference.dim() == 1 or inference.shape[-1] == 1 else inference.shape[-1]
+        )
         if has_bn:
             train = work.forward(xin, train=True, capture=capture)
             train_meter.add(train, y)

@@ -50,6 +50,7 @@ class Exam:
     steps: int | None = None  # given by the user
     optimizer_steps: int | None = None
     train_batch_size: int | None = None
+    classes: int | None = None  # width of the logits (2 for one binary logit)
     # {first BN path: scale/shift numbers} when the data does not match training (checks.data)
     mismatch: dict | None = None
 

@@ -14,6 +14,12 @@ from bnlab.doctor.checks.settings import (
     check_small_batch,
     check_torch_momentum_looks_like_keras,
 )
+from bnlab.doctor.checks.state import (
+    check_nan_running_stats,
+    check_stats_never_updated,
+    check_untrained_model,
+    is_untrained,
+)
 from bnlab.doctor.checks.statistics import (
     check_degenerate_channels,
     check_momentum_too_high_for_steps,
@@ -31,7 +37,10 @@ from bnlab.doctor.findings import Finding
 Check = Callable[[Exam], list[Finding]]
 
 CHECKS: dict[str, Check] = {
+    "untrained-model": check_untrained_model,
     "data-mismatch": check_data_mismatch,
+    "nan-running-stats": check_nan_running_stats,
+    "stats-never-updated": check_stats_never_updated,
     "stale-running-stats": check_stale_running_stats,
     "momentum-too-high-for-steps": check_momentum_too_high_for_steps,
     "torch-momentum-looks-like-keras": check_torch_momentum_looks_like_keras,
@@ -59,8 +68,11 @@ def run_checks(exam: Exam) -> list[Finding]:
     """Every check's findings, in :data:`CHECKS` order.
 
     On data that does not match the model (``data-mismatch``) the checks in
-    :data:`DATA_JUDGED` are skipped: they would blame BN for the data.
+    :data:`DATA_JUDGED` are skipped: they would blame BN for the data. An untrained model
+    gets ``untrained-model`` alone.
     """
+    if is_untrained(exam):  # said plainly instead of diagnosed
+        return check_untrained_model(exam)
     findings: list[Finding] = []
     for finding_id, check in CHECKS.items():
         if exam.mismatch and finding_id in DATA_JUDGED:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from bnlab.doctor.checks.state import at_initial_values
 from bnlab.doctor.exam import Exam
 from bnlab.doctor.findings import Finding
 from bnlab.doctor.model_view import BNLayer
@@ -85,6 +86,8 @@ def layer_mismatch(exam: Exam, layer: BNLayer) -> dict | None:
     pm, pv = np.asarray(pm, np.float64), np.asarray(pv, np.float64)
     if not (np.all(np.isfinite(rm)) and np.all(np.isfinite(rv)) and np.all(rv >= 0)):
         return None  # broken statistics are nan-running-stats' business
+    if at_initial_values(exam, layer):
+        return None  # never updated: they say nothing about the training data
     eps = max(float(layer.epsilon), 1e-12)
     w = _initial_weight(exam, layer)
     if w is not None and w < UNINFORMATIVE_WEIGHT:

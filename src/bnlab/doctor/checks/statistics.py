@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from bnlab.doctor.checks.state import at_initial_values
 from bnlab.doctor.exam import Exam
 from bnlab.doctor.findings import Finding
 from bnlab.doctor.thresholds import (  # noqa: F401 - re-exported
@@ -69,8 +70,8 @@ def check_momentum_too_high_for_steps(exam: Exam) -> list[Finding]:
         if not layer.uses_batch_stats_in_training:
             continue
         dist = running_vs_population(exam, layer.path, layer.epsilon)
-        if dist is None:
-            continue
+        if dist is None or at_initial_values(exam, layer):
+            continue  # statistics never updated at all: stats-never-updated says why
         steps, source = exam.steps_for(layer)
         weight = layer.momentum**steps if steps is not None else dist["estimated_initial_weight"]
         off = dist["mean_error_std"] > MEAN_ERROR or not (
