@@ -50,6 +50,11 @@ class Exam:
     steps: int | None = None  # given by the user
     optimizer_steps: int | None = None
     train_batch_size: int | None = None
+    # {layer path: weight decay} from the optimizer given to diagnose()
+    weight_decay: dict[str, float] = field(default_factory=dict)
+    drift: dict = field(default_factory=dict)  # {path: numbers} frozen-bn-drift vs reference
+    ema: dict = field(default_factory=dict)  # {path: numbers} stale BN of an averaged model
+    batch_dependence: dict | None = None  # logits alone vs in a batch (checks.batch)
     classes: int | None = None  # width of the logits (2 for one binary logit)
     # {first BN path: scale/shift numbers} when the data does not match training (checks.data)
     mismatch: dict | None = None

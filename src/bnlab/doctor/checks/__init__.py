@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from bnlab.doctor.checks.batch import check_batch_dependent_inference
 from bnlab.doctor.checks.behaviour import check_stale_running_stats, check_train_eval_gap
+from bnlab.doctor.checks.copies import check_ema_stale_bn, check_frozen_bn_drift
 from bnlab.doctor.checks.data import check_data_mismatch
 from bnlab.doctor.checks.settings import (
     check_frozen_bn_in_train_mode,
@@ -29,7 +31,9 @@ from bnlab.doctor.checks.structure import (
     check_bias_before_bn,
     check_bn_before_output,
     check_dropout_before_bn,
+    check_graph_not_traced,
     check_l2_with_bn,
+    check_shared_bn,
 )
 from bnlab.doctor.exam import Exam
 from bnlab.doctor.findings import Finding
@@ -41,6 +45,7 @@ CHECKS: dict[str, Check] = {
     "data-mismatch": check_data_mismatch,
     "nan-running-stats": check_nan_running_stats,
     "stats-never-updated": check_stats_never_updated,
+    "batch-dependent-inference": check_batch_dependent_inference,
     "stale-running-stats": check_stale_running_stats,
     "momentum-too-high-for-steps": check_momentum_too_high_for_steps,
     "torch-momentum-looks-like-keras": check_torch_momentum_looks_like_keras,
@@ -53,6 +58,10 @@ CHECKS: dict[str, Check] = {
     "degenerate-channels": check_degenerate_channels,
     "unnormalized-inputs": check_unnormalized_inputs,
     "train-eval-gap": check_train_eval_gap,
+    "frozen-bn-drift": check_frozen_bn_drift,
+    "ema-stale-bn": check_ema_stale_bn,
+    "shared-bn": check_shared_bn,
+    "graph-not-traced": check_graph_not_traced,
 }
 
 FINDING_IDS: tuple[str, ...] = tuple(CHECKS)

@@ -13,7 +13,9 @@ input statistics the layer saw *in training*:
   below :data:`~bnlab.doctor.thresholds.UNINFORMATIVE_WEIGHT`: training mean
   ``m / (1 - w)``, training variance ``(v - w) / (1 - w)``;
 * ``w`` unknown: only the bound that holds for every ``w`` in [0, 1) is used (a moving
-  variance below 1 means the training variance was at most that; above 1, at least that).
+  variance below 1 means the training variance was at most that; above 1, at least that);
+* ``w`` from a Keras optimizer's iterations: both must agree (a fresh optimizer for
+  fine-tuning restarts the count while the statistics go on from the pretrained ones).
 
 The data's std over the training std (median over channels) is the *scale factor*; the
 data's mean minus the training mean, in training stds (median of its size over channels,
@@ -61,13 +63,27 @@ def first_bn_layers(exam: Exam) -> list[BNLayer]:
     return [by_path[p] for p in firsts]
 
 
-def _initial_weight(exam: Exam, layer: BNLayer) -> float | None:
-    steps, _ = exam.steps_for(layer)
+def _initial_weight(exam: Exam, layer: BNLayer) -> tuple[float | None, str | None]:
+    """``momentum ** steps`` and where the steps come from (``(None, None)`` when unknown)."""
+    steps, source = exam.steps_for(layer)
     if steps is None or steps <= 0:
-        return None
+        return None, None
     if layer.momentum is None:  # PyTorch's cumulative average: the first step replaces all
-        return 0.0
-    return float(layer.momentum) ** steps
+        return 0.0, source
+    return float(layer.momentum) ** steps, source
+
+
+def _bounds_ratio(rv: np.ndarray, pv: np.ndarray, eps: float) -> np.ndarray:
+    """Data std over training std, using only what holds for any initial weight in [0, 1).
+
+    A moving variance below 1 means the training variance was at most that; above 1, at
+    least that; the ratio is 1 wherever the data's variance is on the allowed side.
+    """
+    below = rv < 1.0
+    off = (below & (pv > rv)) | (~below & (pv < rv))
+    ratio = np.ones_like(pv)
+    ratio[off] = np.sqrt((pv[off] + eps) / (rv[off] + eps))
+    return ratio
 
 
 def layer_mismatch(exam: Exam, layer: BNLayer) -> dict | None:
@@ -89,21 +105,22 @@ def layer_mismatch(exam: Exam, layer: BNLayer) -> dict | None:
     if at_initial_values(exam, layer):
         return None  # never updated: they say nothing about the training data
     eps = max(float(layer.epsilon), 1e-12)
-    w = _initial_weight(exam, layer)
+    w, source = _initial_weight(exam, layer)
+    bounds = _bounds_ratio(rv, pv, eps)
     if w is not None and w < UNINFORMATIVE_WEIGHT:
         tm = rm / (1.0 - w)
         tv = np.maximum(rv - w, 0.0) / (1.0 - w)
         ratio = np.sqrt((pv + eps) / (tv + eps))
         shift = (pm - tm) / np.sqrt(tv + eps)
-        basis = "moving statistics with the initial values taken out"
+        basis = f"moving statistics with the initial values taken out (steps: {source})"
+        if source == "optimizer iterations":
+            # A fresh optimizer for fine-tuning restarts its count while the moving
+            # statistics go on from the pretrained ones: only agreeing evidence counts.
+            ratio = np.where(np.abs(np.log(bounds)) < np.abs(np.log(ratio)), bounds, ratio)
+            ratio = np.where(bounds == 1.0, 1.0, ratio)
+            shift = np.zeros_like(pm)
     else:
-        # any w in [0, 1): rv < 1 -> training var <= rv; rv >= 1 -> training var >= rv
-        below = rv < 1.0
-        too_big = below & (pv > rv)
-        too_small = ~below & (pv < rv)
-        ratio = np.ones_like(pv)
-        ratio[too_big] = np.sqrt((pv[too_big] + eps) / (rv[too_big] + eps))
-        ratio[too_small] = np.sqrt((pv[too_small] + eps) / (rv[too_small] + eps))
+        ratio = bounds
         shift = np.zeros_like(pm)  # the training mean can be anywhere on the ray through rm
         basis = "bounds that hold for any number of training steps"
     live = pv > 1e-3 * eps  # constant channels say nothing about scale
@@ -115,6 +132,7 @@ def layer_mismatch(exam: Exam, layer: BNLayer) -> dict | None:
         "scale_factor": factor,
         "shift_std": shift_median,
         "initial_weight": w,
+        "steps_source": source,
         "basis": basis,
         "data_mean": float(np.mean(pm)),
         "data_std": float(np.sqrt(np.mean(pv))),
