@@ -8,7 +8,7 @@ import pytest
 
 @pytest.fixture(scope="module")
 def graph():
-    return grimp.build_graph("bnlab")
+    return grimp.build_graph("bnlab", cache_dir=None)  # no cache folder in the tree
 
 
 def _doctor_modules(graph) -> list[str]:

@@ -31,6 +31,7 @@ from bnlab.doctor.exam import Exam
 from bnlab.doctor.metrics import Agreement, LossFn, Meter, resolve_loss
 from bnlab.doctor.moments import PooledMoments
 from bnlab.doctor.optimizers import weight_decay_by_layer
+from bnlab.doctor.progress import track
 from bnlab.doctor.recalibrate import recalibration_targets
 from bnlab.doctor.sources import DataSource, as_sources
 from bnlab.errors import DataError
@@ -45,6 +46,11 @@ def _input_moments(x: torch.Tensor, moments: PooledMoments) -> tuple[float, floa
     return float(x.min()), float(x.max())
 
 
+def _total(source: DataSource, max_batches: int | None) -> int | None:
+    """Samples one pass will read, when known (for the progress display)."""
+    return source.num_samples if max_batches is None else None
+
+
 def _first_pass(
     work: ModelAdapter, source: DataSource, exam: Exam, loss_fn: LossFn, max_batches: int | None
 ) -> None:
@@ -53,7 +59,12 @@ def _first_pass(
     capture = Capture()
     inputs = PooledMoments()
     lo, hi = np.inf, -np.inf
-    for i, (x, y) in enumerate(source.batches(max_batches)):
+    batches = track(
+        source.batches(max_batches),
+        _total(source, max_batches),
+        "pass 1 (train and inference mode)",
+    )
+    for i, (x, y) in enumerate(batches):
         if i == 0 and has_bn:
             exam.batch_dependence = measure_batch_dependence(work, x, source.layout)
         b_lo, b_hi = _input_moments(x, inputs)
@@ -85,7 +96,8 @@ def _recalibrated_pass(
     work: ModelAdapter, source: DataSource, exam: Exam, loss_fn: LossFn, max_batches: int | None
 ) -> None:
     meter, agree = Meter(loss_fn), Agreement()
-    for x, y in source.batches(max_batches):
+    total = _total(source, max_batches)
+    for x, y in track(source.batches(max_batches), total, "pass 2 (exact statistics)"):
         xin = work.prepare(x, source.layout)
         out = work.forward(xin, train=False)
         meter.add(out, y)

@@ -22,6 +22,7 @@ from bnlab.doctor.capture import Capture
 from bnlab.doctor.checks.data import describe, measure_mismatch
 from bnlab.doctor.evaluation import evaluate
 from bnlab.doctor.exam import Exam, ModeResult
+from bnlab.doctor.progress import track
 from bnlab.doctor.sources import DataSource, as_sources
 from bnlab.errors import DataError
 
@@ -48,7 +49,8 @@ def population_stats(
     One pass over ``source``; the model's running statistics are left as they are.
     """
     capture: dict = {}
-    for x, _ in source.batches(max_batches):
+    total = source.num_samples if max_batches is None else None
+    for x, _ in track(source.batches(max_batches), total, "population statistics"):
         adapter.forward(adapter.prepare(x, source.layout), train=True, capture=capture)
     if not source.last_samples:
         raise DataError(f"data: the {source.name} yielded no batches")
@@ -67,7 +69,8 @@ def recalibrate_in_place(
         from bnlab.nn.precise import precise_bn_stats
 
         def inputs():
-            for x, _ in source.batches(max_batches):
+            total = source.num_samples if max_batches is None else None
+            for x, _ in track(source.batches(max_batches), total, "recalibrating"):
                 yield adapter.prepare(x, source.layout)
 
         with torch.no_grad():
