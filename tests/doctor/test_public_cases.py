@@ -11,9 +11,12 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "doctor_public_case
 
 
 def _module():
+    if "doctor_public_cases" in sys.modules:
+        return sys.modules["doctor_public_cases"]
     sys.path.insert(0, str(BENCH.parent))
     spec = importlib.util.spec_from_file_location("doctor_public_cases", BENCH)
     module = importlib.util.module_from_spec(spec)
+    sys.modules["doctor_public_cases"] = module  # dataclasses resolve annotations through it
     spec.loader.exec_module(module)
     return module
 
