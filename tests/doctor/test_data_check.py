@@ -89,6 +89,7 @@ def test_the_data_check_reads_the_data_against_training_not_against_staleness(ca
     small = diagnose(cases.torch_cases.week9(0.99), (x / 255.0, y))
     (mismatch,) = small.get("data-mismatch")
     assert mismatch.evidence["layers"]["2"]["scale_factor"] < 1 / 8
+    assert "scale=raw" in mismatch.fix
     assert "stale-running-stats" not in small.ids
 
 

@@ -19,7 +19,7 @@ import torch
 from bnlab._validation import check_positive_int
 from bnlab.doctor.adapters import ModelAdapter, adapt
 from bnlab.doctor.capture import Capture
-from bnlab.doctor.checks.data import describe, measure_mismatch
+from bnlab.doctor.checks.data import describe, measure_mismatch, scale_advice
 from bnlab.doctor.evaluation import evaluate
 from bnlab.doctor.exam import Exam, ModeResult
 from bnlab.doctor.progress import track
@@ -173,9 +173,10 @@ def repair(
     warning = None
     hits = data_mismatch(work, train, batches)
     if hits:
+        factor = next(iter(hits.values()))["scale_factor"]
         warning = (
             f"{describe(hits)}: this is not the data the model was trained on "
-            "(pass it at the training scale, e.g. -O scale=unit)"
+            f"(likely fix: {scale_advice(factor)})"
         )
         if not force:
             raise DataError(

@@ -38,12 +38,22 @@ from bnlab.doctor.findings import Finding
 from bnlab.doctor.model_view import BNLayer
 from bnlab.doctor.thresholds import SCALE_MISMATCH, SHIFT_MISMATCH, UNINFORMATIVE_WEIGHT
 
-SCALE_FIX = (
-    "Feed the data at the scale the model was trained with: for bnlab's data sets "
-    "`-O scale=unit` (pixels / 255) or `-O scale=raw`; for your own arrays apply the same "
-    "preprocessing as in training. Do not recalibrate on this data: `bnlab fix` would fit "
-    "the BN statistics to inputs the model never sees."
-)
+
+def scale_advice(factor: float) -> str:
+    """The likely fix for a scale factor (data std over training std at the first BN)."""
+    if factor >= SCALE_MISMATCH:
+        return "-O scale=unit (pixels / 255) for bnlab's data sets, or x / 255 for your arrays"
+    if factor <= 1 / SCALE_MISMATCH:
+        return "-O scale=raw (pixels in 0-255) for bnlab's data sets, or x * 255 for your arrays"
+    return "the same preprocessing (centring, normalisation) as in training"
+
+
+def scale_fix(factor: float) -> str:
+    return (
+        f"Feed the data as the model was trained on it: {scale_advice(factor)}. Do not "
+        "recalibrate on this data: `bnlab fix` would fit the BN statistics to inputs the "
+        "model never sees."
+    )
 
 
 def first_bn_layers(exam: Exam) -> list[BNLayer]:
@@ -196,7 +206,7 @@ def check_data_mismatch(exam: Exam) -> list[Finding]:
                 "so no BN statistic can be judged on it."
             ),
             evidence={"layers": hits, "scale_limit": SCALE_MISMATCH, "shift_limit": SHIFT_MISMATCH},
-            fix=SCALE_FIX,
+            fix=scale_fix(factor),
             confirmed=None,
         )
     ]
