@@ -30,9 +30,7 @@ def test_no_import_cycle_among_doctor_modules(graph):
 def test_types_and_findings_import_no_implementation(graph):
     # the pure types and the findings data sit at the bottom of the doctor
     for low in ("bnlab.doctor.model_view", "bnlab.doctor.findings"):
-        reached = {
-            m for m in _doctor_modules(graph) if m != low and graph.chain_exists(low, m)
-        }
+        reached = {m for m in _doctor_modules(graph) if m != low and graph.chain_exists(low, m)}
         assert reached == set(), (low, reached)
     assert not graph.chain_exists("bnlab.doctor.findings", "bnlab.doctor.render")
     assert graph.chain_exists("bnlab.doctor.render", "bnlab.doctor.findings")
