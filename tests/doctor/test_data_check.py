@@ -131,3 +131,24 @@ def test_fix_refuses_mismatched_data_unless_forced(unit_model):
     assert "warning:" in result.stdout and "--force" in result.stdout
     result = runner.invoke(app, ["doctor", *args, "-O", "scale=unit", "--json"])
     assert result.exit_code == 0, result.output
+
+
+def test_a_recalibrated_stale_model_on_its_own_data_is_not_a_mismatch(cases):
+    # stale statistics (Keras momentum 0.99, 28 steps) on 0-1 pixels, then recalibrated: the
+    # moving variance now sits below momentum ** steps, which no moving average from 0/1
+    # could produce; the stored statistics fit the data, so there is no mismatch.
+    import bnlab
+
+    torch.manual_seed(0)
+    x, y = cases.data.digits("unit", "nchw")
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3), torch.nn.ReLU(), torch.nn.BatchNorm2d(8, momentum=0.01),
+        torch.nn.Flatten(), torch.nn.Linear(8 * 6 * 6, 10),
+    )  # fmt: skip
+    net = cases.train.train_torch(net, x, y, epochs=1, batch_size=64, lr=1e-2)
+    w = 0.99 ** int(net[2].num_batches_tracked)
+    fixed = bnlab.recalibrate(net, (x, y))
+    assert float(fixed[2].running_var.median()) < w  # the case the correction alone misreads
+    diag = diagnose(fixed, (x, y))
+    assert "data-mismatch" not in diag.ids
+    assert "data-mismatch" in diagnose(fixed, (x * 255, y)).ids

@@ -131,7 +131,9 @@ class ModelAdapter(ABC):
 
     framework: str
     model: Any
-    wrappers: list[str] = []  # DataParallel / torch.compile wrappers removed (outermost first)
+    wrappers: (
+        tuple[str, ...] | list[str]
+    ) = ()  # DataParallel / torch.compile wrappers removed (outermost first)
 
     @abstractmethod
     def bn_layers(self) -> list[BNLayer]:

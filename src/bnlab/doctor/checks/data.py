@@ -21,7 +21,9 @@ The data's std over the training std (median over channels) is the *scale factor
 data's mean minus the training mean, in training stds (median of its size over channels,
 so a few near-constant channels cannot decide), the *shift*.
 A scale factor beyond :data:`~bnlab.doctor.thresholds.SCALE_MISMATCH` (either way) or a shift
-beyond :data:`~bnlab.doctor.thresholds.SHIFT_MISMATCH` is a mismatch. Stale statistics (the
+beyond :data:`~bnlab.doctor.thresholds.SHIFT_MISMATCH` is a mismatch when the same holds
+against the moving statistics as stored (so statistics that already fit the data, as after
+recalibration, never make one). Stale statistics (the
 week-9 case: raw pixels, momentum 0.99, 42 steps) keep the factor near 1 because the
 initial values are taken out; a model trained on 0-1 pixels fed 0-255 ones shows ~255.
 On mismatched data the intervention is not run, so ``stale-running-stats`` is never
@@ -138,9 +140,17 @@ def layer_mismatch(exam: Exam, layer: BNLayer) -> dict | None:
         return None
     factor = float(np.median(ratio[live]))
     shift_median = float(np.median(np.abs(shift[live])))
+    # The same numbers against the moving statistics as they are (no initial values taken
+    # out): a mismatch must show there too, so statistics that already fit the data (a
+    # recalibrated model, statistics loaded or averaged rather than learned from 0/1) never
+    # count as one.
+    direct = float(np.median(np.sqrt((pv[live] + eps) / (rv[live] + eps))))
+    direct_shift = float(np.median(np.abs(pm[live] - rm[live]) / np.sqrt(rv[live] + eps)))
     return {
         "scale_factor": factor,
         "shift_std": shift_median,
+        "scale_factor_vs_moving": direct,
+        "shift_std_vs_moving": direct_shift,
         "initial_weight": w,
         "steps_source": source,
         "basis": basis,
@@ -158,12 +168,11 @@ def measure_mismatch(exam: Exam) -> dict | None:
         m = layer_mismatch(exam, layer)
         if m is None:
             continue
-        factor = m["scale_factor"]
-        if (
-            factor >= SCALE_MISMATCH
-            or factor <= 1 / SCALE_MISMATCH
-            or m["shift_std"] >= SHIFT_MISMATCH
-        ):
+        factor, direct = m["scale_factor"], m["scale_factor_vs_moving"]
+        big = factor >= SCALE_MISMATCH and direct >= SCALE_MISMATCH
+        small = factor <= 1 / SCALE_MISMATCH and direct <= 1 / SCALE_MISMATCH
+        shifted = m["shift_std"] >= SHIFT_MISMATCH and m["shift_std_vs_moving"] >= SHIFT_MISMATCH
+        if big or small or shifted:
             hits[layer.path] = m
     return hits or None
 
