@@ -23,6 +23,7 @@ _SUBMODULES = {"nn", "models", "data", "train", "study", "report", "doctor", "cl
 _LAZY_ATTRS = {
     "diagnose": ("bnlab.doctor", "diagnose"),
     "recalibrate": ("bnlab.doctor", "recalibrate"),
+    "freeze": ("bnlab.doctor.freeze", "freeze"),
     "Diagnosis": ("bnlab.doctor", "Diagnosis"),
     "Finding": ("bnlab.doctor", "Finding"),
     "Dataset": ("bnlab.data", "Dataset"),
@@ -48,5 +49,6 @@ __all__ = [
     "torch_to_keras_momentum",
     "diagnose",
     "recalibrate",
+    "freeze",
     "__version__",
 ]

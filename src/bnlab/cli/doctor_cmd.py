@@ -158,6 +158,21 @@ def fix(
     data_option: DataOptionOpt = None,
     max_batches: MaxBatchesOpt = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the numbers as JSON.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Recalibrate even when the data does not match what the model was trained on.",
+        ),
+    ] = False,
+    freeze: Annotated[
+        bool,
+        typer.Option(
+            "--freeze",
+            help="Freeze the BN layers after recalibrating (Keras: trainable=False is saved; "
+            "PyTorch: call bnlab.freeze(model) after loading the weights).",
+        ),
+    ] = False,
 ) -> None:
     """Recalibrate a trained model's BN statistics on DATA and write the repaired model.
 
@@ -170,7 +185,14 @@ def fix(
 
         loaded = load_model(model, weights=weights)
         dataset = load_data(data, parse_data_options(data_option))
-        result = repair(loaded, dataset, batches=max_batches, batch_size=batch_size, in_place=True)
+        result = repair(
+            loaded, dataset, batches=max_batches, batch_size=batch_size, in_place=True,
+            force=force,
+        )  # fmt: skip
+        if freeze:
+            from bnlab.doctor.freeze import freeze as freeze_bn
+
+            freeze_bn(result.model, what="all")
         written = save_model(result.model, out)
     except BnlabError as exc:
         report_error(exc)
@@ -182,11 +204,15 @@ def fix(
         "train_accuracy_after": result.after.accuracy,
         "test_accuracy_before": result.test_before.accuracy if result.test_before else None,
         "test_accuracy_after": result.test_after.accuracy if result.test_after else None,
+        "warning": result.warning,
+        "frozen": freeze,
     }
     if json_output:
         typer.echo(json.dumps(numbers))
         return
     console = Console(highlight=False)
+    if result.warning:
+        console.print(f"[bold red]warning:[/] {escape(result.warning)} (--force)", soft_wrap=True)
 
     def fmt(v):
         return "n/a" if v is None else f"{v:.4f}"
@@ -205,6 +231,12 @@ def fix(
         console.print(
             f"inference accuracy, test data:     {fmt(numbers['test_accuracy_before'])} -> "
             f"{fmt(numbers['test_accuracy_after'])}",
+            soft_wrap=True,
+        )
+    if freeze:
+        console.print(
+            "BN layers frozen (Keras: trainable=False in the saved model; PyTorch: the "
+            "state_dict is the same, call bnlab.freeze(model) after loading it).",
             soft_wrap=True,
         )
     console.print(f"Wrote {escape(str(written))}", soft_wrap=True)

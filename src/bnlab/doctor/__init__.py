@@ -9,7 +9,8 @@ a copy with exact population statistics (PreciseBN). Checks are written once aga
 from bnlab.doctor.adapters import BNLayer, Graph, ModelAdapter, Node, adapt
 from bnlab.doctor.checks import CHECKS, FINDING_IDS
 from bnlab.doctor.diagnose import diagnose
-from bnlab.doctor.findings import Diagnosis, Finding
+from bnlab.doctor.diagnosis import Diagnosis
+from bnlab.doctor.findings import Finding
 from bnlab.doctor.recalibrate import recalibrate
 
 __all__ = [

@@ -19,13 +19,19 @@ import torch
 
 from bnlab._validation import check_number, check_positive_int
 from bnlab.doctor.adapters import ModelAdapter, adapt
+from bnlab.doctor.capture import Capture
 from bnlab.doctor.checks import run_checks
+from bnlab.doctor.checks.batch import measure_batch_dependence
 from bnlab.doctor.checks.behaviour import needs_intervention
+from bnlab.doctor.checks.data import measure_mismatch
+from bnlab.doctor.compare import bn_drift, ema_staleness
+from bnlab.doctor.diagnosis import Diagnosis
 from bnlab.doctor.evaluation import evaluate, mode_result
 from bnlab.doctor.exam import Exam
-from bnlab.doctor.findings import Diagnosis
 from bnlab.doctor.metrics import Agreement, LossFn, Meter, resolve_loss
 from bnlab.doctor.moments import PooledMoments
+from bnlab.doctor.optimizers import weight_decay_by_layer
+from bnlab.doctor.progress import track
 from bnlab.doctor.recalibrate import recalibration_targets
 from bnlab.doctor.sources import DataSource, as_sources
 from bnlab.errors import DataError
@@ -40,20 +46,35 @@ def _input_moments(x: torch.Tensor, moments: PooledMoments) -> tuple[float, floa
     return float(x.min()), float(x.max())
 
 
+def _total(source: DataSource, max_batches: int | None) -> int | None:
+    """Samples one pass will read, when known (for the progress display)."""
+    return source.num_samples if max_batches is None else None
+
+
 def _first_pass(
     work: ModelAdapter, source: DataSource, exam: Exam, loss_fn: LossFn, max_batches: int | None
 ) -> None:
     has_bn = bool(exam.bn)
     train_meter, inf_meter, agree = Meter(loss_fn), Meter(loss_fn), Agreement()
-    capture: dict = {}
+    capture = Capture()
     inputs = PooledMoments()
     lo, hi = np.inf, -np.inf
-    for x, y in source.batches(max_batches):
+    batches = track(
+        source.batches(max_batches),
+        _total(source, max_batches),
+        "pass 1 (train and inference mode)",
+    )
+    for i, (x, y) in enumerate(batches):
+        if i == 0 and has_bn:
+            exam.batch_dependence = measure_batch_dependence(work, x, source.layout)
         b_lo, b_hi = _input_moments(x, inputs)
         lo, hi = min(lo, b_lo), max(hi, b_hi)
         xin = work.prepare(x, source.layout)
         inference = work.forward(xin, train=False)
         inf_meter.add(inference, y)
+        exam.classes = (
+            2 if inference.dim() == 1 or inference.shape[-1] == 1 else inference.shape[-1]
+        )
         if has_bn:
             train = work.forward(xin, train=True, capture=capture)
             train_meter.add(train, y)
@@ -65,6 +86,7 @@ def _first_pass(
         exam.train_mode = mode_result(train_meter)
         exam.agreement = agree.value
         exam.population = {path: (*m.numpy(), m.count) for path, m in capture.items()}
+        exam.batchwise = capture.batch_averages()
     mean, var = inputs.numpy()
     exam.input_mean, exam.input_std = mean, np.sqrt(var)
     exam.input_min, exam.input_max = float(lo), float(hi)
@@ -74,7 +96,8 @@ def _recalibrated_pass(
     work: ModelAdapter, source: DataSource, exam: Exam, loss_fn: LossFn, max_batches: int | None
 ) -> None:
     meter, agree = Meter(loss_fn), Agreement()
-    for x, y in source.batches(max_batches):
+    total = _total(source, max_batches)
+    for x, y in track(source.batches(max_batches), total, "pass 2 (exact statistics)"):
         xin = work.prepare(x, source.layout)
         out = work.forward(xin, train=False)
         meter.add(out, y)
@@ -101,6 +124,7 @@ def _model_info(adapter: ModelAdapter, exam: Exam, batch_size: int) -> dict:
             for b in exam.bn
         ],
         "graph": exam.graph.source,
+        "unwrapped": list(adapter.wrappers),
         "batch_size": batch_size,
         "samples": exam.inference.samples,
         "labelled": exam.labelled,
@@ -130,6 +154,9 @@ def diagnose(
     loss=None,
     steps: int | None = None,
     train_batch_size: int | None = None,
+    optimizer=None,
+    reference=None,
+    averaged=None,
 ) -> Diagnosis:
     """Examine ``model`` on ``data`` and report every BN problem found, with evidence.
 
@@ -159,6 +186,15 @@ def diagnose(
         counts ``num_batches_tracked``; a compiled Keras model has optimizer iterations).
     train_batch_size:
         The batch size the model was trained with (enables the ``small-batch`` check).
+    optimizer:
+        The torch or Keras optimizer the model was trained with: its weight decay on layers
+        that feed BN is reported as ``l2-with-bn``.
+    reference:
+        The pretrained model (same architecture) or state_dict a fine-tuning started from:
+        BN statistics that moved while gamma/beta stayed are ``frozen-bn-drift``.
+    averaged:
+        An EMA/SWA copy of the model (a ``torch.optim.swa_utils.AveragedModel`` given as
+        ``model`` counts as one): BN statistics that do not fit its weights are ``ema-stale-bn``.
 
     Returns
     -------
@@ -177,6 +213,8 @@ def diagnose(
     start = time.perf_counter()
 
     adapter = adapt(model)
+    if averaged is None and "AveragedModel" in adapter.wrappers:
+        averaged = adapter.model
     train_src, test_src = as_sources(data, batch_size)
     # Pure reads of the user's model; everything that runs it happens on `work`.
     exam = Exam(
@@ -189,11 +227,15 @@ def diagnose(
         optimizer_steps=adapter.optimizer_steps(),
         train_batch_size=train_batch_size,
     )
+    exam.weight_decay = weight_decay_by_layer(adapter, optimizer)
+    if reference is not None:
+        exam.drift = bn_drift(adapter, reference)
     work = adapter.copy()
     exam.graph = work.graph()
     exam.running = work.running_stats()
 
     _first_pass(work, train_src, exam, loss_fn, max_batches)
+    exam.mismatch = measure_mismatch(exam)
     if needs_intervention(exam):
         if test_src is not None:
             exam.test_before = evaluate(work, test_src, loss_fn, max_batches)
@@ -203,6 +245,8 @@ def diagnose(
         if test_src is not None:
             exam.test_after = evaluate(work, test_src, loss_fn, max_batches)
 
+    if averaged is not None and not exam.mismatch:
+        exam.ema = ema_staleness(averaged, train_src, max_batches)
     info = _model_info(adapter, exam, batch_size)
     info["test_passes"] = test_src.passes if test_src is not None else 0
     info["seconds"] = round(time.perf_counter() - start, 3)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from bnlab.doctor.adapters import ModelAdapter
 from bnlab.doctor.exam import ModeResult
 from bnlab.doctor.metrics import LossFn, Meter, resolve_loss
+from bnlab.doctor.model_view import ModelAdapter
+from bnlab.doctor.progress import track
 from bnlab.doctor.sources import DataSource
 from bnlab.errors import DataError
 
@@ -21,7 +22,8 @@ def evaluate(
 ) -> ModeResult:
     """Loss and accuracy with BN on its moving averages (inference mode), one pass."""
     meter = Meter(loss_fn or resolve_loss(None))
-    for x, y in source.batches(max_batches):
+    total = source.num_samples if max_batches is None else None
+    for x, y in track(source.batches(max_batches), total, f"evaluating the {source.name}"):
         meter.add(adapter.forward(adapter.prepare(x, source.layout), train=False), y)
     if not meter.n:
         raise DataError(f"data: the {source.name} yielded no batches")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bnlab.doctor.adapters import BNLayer, Graph
+from bnlab.doctor.model_view import BNLayer, Graph
 
 
 @dataclass
@@ -31,6 +31,8 @@ class Exam:
     running: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     # {path: (mean, biased var, values per channel)} over the data, BN inputs in train mode
     population: dict[str, tuple[np.ndarray, np.ndarray, int]] = field(default_factory=dict)
+    # {path: (average per-batch mean, average per-batch biased var)}: what moving averages estimate
+    batchwise: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     gammas: dict[str, np.ndarray] = field(default_factory=dict)
     train_mode: ModeResult | None = None  # BN on batch statistics, dropout off
     inference: ModeResult | None = None  # BN on its moving averages
@@ -48,6 +50,14 @@ class Exam:
     steps: int | None = None  # given by the user
     optimizer_steps: int | None = None
     train_batch_size: int | None = None
+    # {layer path: weight decay} from the optimizer given to diagnose()
+    weight_decay: dict[str, float] = field(default_factory=dict)
+    drift: dict = field(default_factory=dict)  # {path: numbers} frozen-bn-drift vs reference
+    ema: dict = field(default_factory=dict)  # {path: numbers} stale BN of an averaged model
+    batch_dependence: dict | None = None  # logits alone vs in a batch (checks.batch)
+    classes: int | None = None  # width of the logits (2 for one binary logit)
+    # {first BN path: scale/shift numbers} when the data does not match training (checks.data)
+    mismatch: dict | None = None
 
     @property
     def labelled(self) -> bool:

@@ -1,4 +1,5 @@
-"""What the doctor reports: one :class:`Finding` per problem, gathered in a :class:`Diagnosis`.
+"""What the doctor reports: one :class:`Finding` per problem, gathered in a :class:`DiagnosisData`
+(:class:`bnlab.doctor.diagnosis.Diagnosis` adds the terminal and HTML renderings).
 
 A finding has a stable kebab-case ``id`` (scripts and tests match on it), a ``severity``
 (``"error"`` > ``"warning"`` > ``"info"``), the ``layer`` it applies to (module path for
@@ -72,8 +73,8 @@ class Finding(BaseModel):
         return jsonable(value)
 
 
-class Diagnosis(BaseModel):
-    """The doctor's verdict on one model and one data set.
+class DiagnosisData(BaseModel):
+    """The doctor's verdict on one model and one data set, as plain data.
 
     ``passes`` counts the passes over the diagnosed (training) data; ``model_info`` holds
     what the doctor read (framework, BN layers, accuracies in both modes, ...).
@@ -116,23 +117,6 @@ class Diagnosis(BaseModel):
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
-
-    def rich_table(self):
-        """A ``rich.table.Table`` with one row per finding."""
-        from bnlab.doctor.render import rich_table
-
-        return rich_table(self)
-
-    def __rich__(self):
-        from bnlab.doctor.render import rich_renderable
-
-        return rich_renderable(self)
-
-    def html(self) -> str:
-        """A self-contained ``<section>`` for the HTML report (inline styles, escaped text)."""
-        from bnlab.doctor.render import html_section
-
-        return html_section(self)
 
     def __str__(self) -> str:
         if not self.findings:

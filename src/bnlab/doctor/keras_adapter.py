@@ -20,8 +20,8 @@ from contextlib import ExitStack, contextmanager
 import numpy as np
 import torch
 
-from bnlab.doctor.adapters import BNLayer, Graph, ModelAdapter, Node
-from bnlab.doctor.moments import PooledMoments
+from bnlab.doctor.capture import record
+from bnlab.doctor.model_view import BNLayer, Graph, ModelAdapter, Node
 from bnlab.errors import ConfigError, DataError
 
 _DROPOUT = {
@@ -103,8 +103,21 @@ def _classify_layer(layer) -> tuple[str, dict]:
     return "other", {}
 
 
+def _functional(model):
+    """The functional graph of a Keras model (``None`` for plain layers and subclassed models)."""
+    if not hasattr(model, "_flatten_layers") or not hasattr(model, "outputs"):
+        return None
+    graph = getattr(model, "_functional", None) or model
+    return graph if hasattr(graph, "operations") and getattr(graph, "outputs", None) else None
+
+
+def _in(node, members: set[str]) -> bool:
+    """Whether a call of a layer reads tensors produced inside ``members`` (this graph)."""
+    return any(t._keras_history.operation.name in members for t in node.input_tensors)
+
+
 class KerasAdapter(ModelAdapter):
-    """Reads and runs a Keras 3 model; see :mod:`bnlab.doctor.adapters`."""
+    """Reads and runs a Keras 3 model; see :mod:`bnlab.doctor.model_view`."""
 
     framework = "keras"
 
@@ -164,20 +177,43 @@ class KerasAdapter(ModelAdapter):
             out_name[layer.name] = name
 
     def _keras_graph(self) -> Graph:
-        functional = getattr(self.model, "_functional", None) or self.model
-        operations = functional.operations
+        """Every layer call, nested models (Sequential inside functional, sub-models) inlined."""
         nodes: dict[str, Node] = {}
         out_name: dict[str, str] = {}
-        for op in operations:
+        functional = _functional(self.model)
+        self._walk(functional, nodes, out_name, entry=None)
+        outputs = [out_name[t._keras_history.operation.name] for t in functional.outputs]
+        return Graph(nodes, outputs, "keras graph")
+
+    def _walk(self, functional, nodes: dict, out_name: dict, entry: list[str] | None) -> None:
+        members = {op.name for op in functional.operations}
+        for op in functional.operations:
             inputs = []
             for node in op._inbound_nodes:
                 for t in node.input_tensors:
                     parent = t._keras_history.operation.name
-                    if parent in out_name and out_name[parent] not in inputs:
+                    if parent in members and parent in out_name and out_name[parent] not in inputs:
                         inputs.append(out_name[parent])
+            if entry is not None and type(op).__name__ == "InputLayer":
+                out_name[op.name] = entry[0] if entry else op.name  # the outer tensor feeds it
+                continue
+            inner = _functional(op) if op is not functional else None
+            if inner is not None:
+                self._walk(inner, nodes, out_name, entry=inputs)
+                outs = [out_name[t._keras_history.operation.name] for t in inner.outputs]
+                out_name[op.name] = outs[0]
+                continue
+            if op.name in nodes:  # a layer called again (shared): one more call site
+                calls = nodes[op.name].attrs.setdefault("call_sites", 1) + 1
+                nodes[op.name].attrs["call_sites"] = calls
+                for i in inputs:
+                    if i not in nodes[op.name].inputs:
+                        nodes[op.name].inputs.append(i)
+                continue
             self._add_layer(nodes, op, inputs, out_name)
-        outputs = [out_name[t._keras_history.operation.name] for t in functional.outputs]
-        return Graph(nodes, outputs, "keras graph")
+            calls = sum(1 for n in op._inbound_nodes if _in(n, members))
+            if calls > 1:
+                nodes[op.name].attrs["call_sites"] = calls
 
     def _chain_graph(self) -> Graph:
         nodes: dict[str, Node] = {"input": Node("input", "input", "input")}
@@ -304,7 +340,7 @@ class KerasAdapter(ModelAdapter):
 
         def call(inputs, *args, **kwargs):
             t = torch.as_tensor(inputs)
-            capture.setdefault(name, PooledMoments()).update(t, layer.axis % t.dim())
+            record(capture, name, t, layer.axis % t.dim())
             return original(inputs, *args, **kwargs)
 
         return call

@@ -18,8 +18,11 @@ import torch
 
 from bnlab._validation import check_positive_int
 from bnlab.doctor.adapters import ModelAdapter, adapt
+from bnlab.doctor.capture import Capture
+from bnlab.doctor.checks.data import describe, measure_mismatch, scale_advice
 from bnlab.doctor.evaluation import evaluate
-from bnlab.doctor.exam import ModeResult
+from bnlab.doctor.exam import Exam, ModeResult
+from bnlab.doctor.progress import track
 from bnlab.doctor.sources import DataSource, as_sources
 from bnlab.errors import DataError
 
@@ -46,7 +49,8 @@ def population_stats(
     One pass over ``source``; the model's running statistics are left as they are.
     """
     capture: dict = {}
-    for x, _ in source.batches(max_batches):
+    total = source.num_samples if max_batches is None else None
+    for x, _ in track(source.batches(max_batches), total, "population statistics"):
         adapter.forward(adapter.prepare(x, source.layout), train=True, capture=capture)
     if not source.last_samples:
         raise DataError(f"data: the {source.name} yielded no batches")
@@ -65,7 +69,8 @@ def recalibrate_in_place(
         from bnlab.nn.precise import precise_bn_stats
 
         def inputs():
-            for x, _ in source.batches(max_batches):
+            total = source.num_samples if max_batches is None else None
+            for x, _ in track(source.batches(max_batches), total, "recalibrating"):
                 yield adapter.prepare(x, source.layout)
 
         with torch.no_grad():
@@ -104,6 +109,32 @@ def recalibrate(model, data, *, batches: int | None = None, batch_size: int = 25
     return work.model
 
 
+DATA_CHECK_BATCHES = 8  # batches read to check the data before recalibrating
+
+
+def data_mismatch(
+    adapter: ModelAdapter, source: DataSource, max_batches: int | None = None
+) -> dict | None:
+    """The data check of :mod:`bnlab.doctor.checks.data` on a few batches (``None``: matches)."""
+    layers = adapter.bn_layers()
+    if not layers:
+        return None
+    limit = DATA_CHECK_BATCHES if max_batches is None else min(max_batches, DATA_CHECK_BATCHES)
+    capture = Capture()
+    for x, _ in source.batches(limit):
+        adapter.forward(adapter.prepare(x, source.layout), train=True, capture=capture)
+    exam = Exam(
+        framework=adapter.framework,
+        bn=layers,
+        graph=adapter.graph(),
+        running=adapter.running_stats(),
+        population={path: (*m.numpy(), m.count) for path, m in capture.items()},
+        batchwise=capture.batch_averages(),
+        optimizer_steps=adapter.optimizer_steps(),
+    )
+    return measure_mismatch(exam)
+
+
 @dataclass
 class Repair:
     """A recalibrated model and its inference-mode scores before and after."""
@@ -114,21 +145,43 @@ class Repair:
     test_before: ModeResult | None = None  # the test split of a bnlab Dataset
     test_after: ModeResult | None = None
     bn_layers: int = 0
+    warning: str | None = None  # set when recalibrated on mismatched data (force=True)
 
 
 def repair(
-    model, data, *, batches: int | None = None, batch_size: int = 256, in_place: bool = False
+    model,
+    data,
+    *,
+    batches: int | None = None,
+    batch_size: int = 256,
+    in_place: bool = False,
+    force: bool = False,
 ) -> Repair:
     """Recalibrate ``model`` (a copy unless ``in_place``) and score it before and after.
 
-    What ``bnlab fix`` runs. Passes: one before, one to recalibrate, one after over the
-    training data (plus before/after over a Dataset's test split).
+    What ``bnlab fix`` runs. The data is checked first (``data-mismatch``, a few batches):
+    on data that does not match what the model was trained on, recalibrating would fit the
+    statistics to inputs the model never sees, so a :class:`~bnlab.errors.DataError` is raised
+    unless ``force`` (then ``Repair.warning`` says what was wrong). Passes: one before, one to
+    recalibrate, one after over the training data (plus before/after over a test split).
     """
     if batches is not None:
         batches = check_positive_int("batches", batches)
     train, test = as_sources(data, batch_size)
     adapter = adapt(model)
     work = adapter if in_place else adapter.copy()
+    warning = None
+    hits = data_mismatch(work, train, batches)
+    if hits:
+        factor = next(iter(hits.values()))["scale_factor"]
+        warning = (
+            f"{describe(hits)}: this is not the data the model was trained on "
+            f"(likely fix: {scale_advice(factor)})"
+        )
+        if not force:
+            raise DataError(
+                f"data: {warning}; refusing to recalibrate on it (--force to do it anyway)"
+            )
     before = evaluate(work, train, max_batches=batches)
     test_before = evaluate(work, test, max_batches=batches) if test is not None else None
     recalibrate_in_place(work, train, batches)
@@ -139,4 +192,5 @@ def repair(
         test_before=test_before,
         test_after=evaluate(work, test, max_batches=batches) if test is not None else None,
         bn_layers=len(work.bn_layers()),
+        warning=warning,
     )

@@ -1,17 +1,16 @@
-"""Render a :class:`~bnlab.doctor.findings.Diagnosis` for a terminal (rich) and for HTML."""
+"""Render a :class:`~bnlab.doctor.findings.DiagnosisData` for a terminal (rich) and for HTML."""
 
 from __future__ import annotations
 
 import html as _html
 import json
-from typing import TYPE_CHECKING
 
 from rich.console import Group
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-if TYPE_CHECKING:
-    from bnlab.doctor.findings import Diagnosis
+from bnlab.doctor.findings import DiagnosisData as Diagnosis
 
 _STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 _HTML_COLOUR = {"error": "#b00020", "warning": "#9a6700", "info": "#0b6e99"}
@@ -46,7 +45,25 @@ def rich_table(diagnosis: Diagnosis) -> Table:
     return table
 
 
+_MARK = {"error": "x", "warning": "!", "info": "i"}
+
+
+def _block(f) -> Group:
+    """One finding as a few wrapped lines: readable at 80 columns (a table is not)."""
+    head = Text()
+    head.append(f"{_MARK[f.severity]} {f.severity}", style=_STYLE[f.severity])
+    head.append(f"  {f.id}", style="bold")
+    if f.layer:
+        head.append(f"  at {f.layer}", style="dim")
+    if f.confirmed:
+        head.append("  (confirmed by intervention)", style="green")
+    fix = Text("fix: ", style="bold")
+    fix.append(f.fix)
+    return Group(head, Padding(Text(f.message), (0, 0, 0, 2)), Padding(fix, (0, 0, 0, 2)))
+
+
 def rich_renderable(diagnosis: Diagnosis) -> Group:
+    """The summary line, then one compact block per finding (errors first), then the verdict."""
     head = Text(_summary(diagnosis), style="dim")
     if not diagnosis.findings:
         return Group(head, Text("healthy: no BN problem found", style="bold green"))
@@ -55,7 +72,10 @@ def rich_renderable(diagnosis: Diagnosis) -> Group:
         if diagnosis.healthy
         else Text(f"{len(diagnosis.findings)} finding(s)", style="bold")
     )
-    return Group(head, rich_table(diagnosis), verdict)
+    blocks = []
+    for f in diagnosis.sorted_findings():
+        blocks.extend([_block(f), Text("")])
+    return Group(head, Text(""), *blocks, verdict)
 
 
 def html_section(diagnosis: Diagnosis) -> str:

@@ -2,7 +2,7 @@
 
 Momentum conventions: PyTorch's ``momentum`` is the weight of the *new* batch
 (``running = (1 - m) * running + m * batch``), bnlab's and Keras's is the fraction *kept*;
-:class:`~bnlab.doctor.adapters.BNLayer` reports Keras's (``1 - m`` for PyTorch layers).
+:class:`~bnlab.doctor.model_view.BNLayer` reports Keras's (``1 - m`` for PyTorch layers).
 PyTorch stores the unbiased running variance, bnlab the biased one unless
 ``variance="unbiased"``.
 """
@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from torch.nn.parameter import is_lazy
 
-from bnlab.doctor.adapters import BNLayer, Graph, ModelAdapter
-from bnlab.doctor.moments import PooledMoments
+from bnlab.doctor.capture import record
+from bnlab.doctor.model_view import BNLayer, Graph, ModelAdapter
 from bnlab.doctor.torch_graph import is_bn, module_graph
 from bnlab.errors import ConfigError, DataError
 from bnlab.nn.batchnorm import BatchNorm
@@ -43,7 +43,7 @@ def _channel_axis(m: nn.Module, x: torch.Tensor) -> int:
 
 
 class TorchAdapter(ModelAdapter):
-    """Reads and runs a ``torch.nn.Module``; see :mod:`bnlab.doctor.adapters`."""
+    """Reads and runs a ``torch.nn.Module``; see :mod:`bnlab.doctor.model_view`."""
 
     framework = "torch"
 
@@ -153,9 +153,7 @@ class TorchAdapter(ModelAdapter):
 
                 def hook(module, args, path=path):
                     inp = args[0]
-                    capture.setdefault(path, PooledMoments()).update(
-                        inp, _channel_axis(module, inp)
-                    )
+                    record(capture, path, inp, _channel_axis(module, inp))
 
                 hooks.append(m.register_forward_pre_hook(hook))
         try:

@@ -14,7 +14,7 @@ import torch
 from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from bnlab.doctor.adapters import Graph, Node
+from bnlab.doctor.model_view import Graph, Node
 from bnlab.nn.batchnorm import BatchNorm
 
 _DROPOUT = (
@@ -57,7 +57,11 @@ _FUNCTION_KINDS = {
 
 
 def is_bn(module: nn.Module) -> bool:
-    """PyTorch's BatchNorm*d / SyncBatchNorm and bnlab's Keras-semantics BatchNorm."""
+    """PyTorch's BatchNorm*d / SyncBatchNorm and bnlab's Keras-semantics BatchNorm.
+
+    bnlab.freeze's FrozenBatchNorm is not one: it is a fixed affine map, nothing to diagnose
+    or recalibrate.
+    """
     return isinstance(module, (_BatchNorm, BatchNorm))
 
 
@@ -145,6 +149,13 @@ def fx_graph(model: nn.Module) -> Graph:
         else:  # get_attr: a constant or parameter read
             kind, attrs, path = "other", {"type": "attribute"}, str(n.target)
         nodes[n.name] = Node(n.name, path, kind, inputs, attrs)
+    calls: dict[str, int] = {}
+    for node in nodes.values():
+        if node.kind == "bn":
+            calls[node.path] = calls.get(node.path, 0) + 1
+    for node in nodes.values():
+        if node.kind == "bn" and calls[node.path] > 1:
+            node.attrs["call_sites"] = calls[node.path]
     return Graph(nodes, outputs, "torch.fx")
 
 

@@ -14,7 +14,7 @@ as concatenating the data into one batch.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -113,6 +113,32 @@ def _inputs(batches: Iterable, max_batches: int | None):
         yield pending
 
 
+def snapshot_other_buffers(model: nn.Module, layers: list[nn.Module]) -> Callable[[], None]:
+    """A function that puts every buffer outside ``layers`` back exactly as it is now.
+
+    Forward passes update more than BN: a quantization observer's min/max, a step counter.
+    A buffer that forward replaced or resized is put back as the original tensor object.
+    """
+    own = {id(b) for m in layers for b in m.buffers(recurse=False)}
+    saved = [
+        (module, name, buf, buf.detach().clone())
+        for module in model.modules()
+        for name, buf in module._buffers.items()
+        if buf is not None and id(buf) not in own
+    ]
+
+    @torch.no_grad()
+    def restore() -> None:
+        for module, name, buf, value in saved:
+            if buf.shape != value.shape:
+                buf.set_(value)  # resized in place (per-channel observers start empty)
+            else:
+                buf.copy_(value)
+            module._buffers[name] = buf
+
+    return restore
+
+
 def _device(model: nn.Module) -> torch.device | None:
     for t in itertools.chain(model.parameters(), model.buffers()):
         return t.device
@@ -149,7 +175,8 @@ def precise_bn_stats(model: nn.Module, batches: Iterable, *, max_batches: int | 
     layers and ``variance="unbiased"`` bnlab layers. bnlab layers normalise with whole-batch
     statistics during these passes (no virtual batches, no renorm correction, no update);
     torch layers' buffers and ``num_batches_tracked`` are restored before the new statistics
-    are written. Every module's train/eval flag is restored, also when an error occurs (the
+    are written, and every buffer of every other module (observers, counters) is exactly as
+    it was. Every module's train/eval flag is restored, also when an error occurs (the
     statistics are then left unchanged).
     """
     if max_batches is not None:
@@ -164,6 +191,7 @@ def precise_bn_stats(model: nn.Module, batches: Iterable, *, max_batches: int | 
         if not isinstance(m, BatchNorm)
     }
     hooks = [a.layer.register_forward_pre_hook(a.hook) for a in accumulators]
+    restore_other_buffers = snapshot_other_buffers(model, layers)
     seen = 0
     try:
         model.eval()
@@ -176,6 +204,7 @@ def precise_bn_stats(model: nn.Module, batches: Iterable, *, max_batches: int | 
             if accumulators:
                 model(x.to(device) if device is not None else x)
     finally:
+        restore_other_buffers()
         for h in hooks:
             h.remove()
         for m in layers:

@@ -159,7 +159,7 @@ def selected(frameworks: tuple[str, ...] | None = None) -> list[Case]:
     return [c for c in CASES.values() if c.framework in frameworks]
 
 
-from . import keras_cases, torch_cases  # noqa: E402,F401  (registration side effect)
+from . import keras_cases, torch_cases, trap_cases  # noqa: E402,F401  (registration side effect)
 
 
 def load(name: str = "bnlab_doctor_cases"):

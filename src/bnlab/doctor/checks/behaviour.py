@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from bnlab.doctor.exam import Exam
 from bnlab.doctor.findings import Finding
-
-GAP_THRESHOLD = 0.05  # accuracy (or prediction agreement) lost in inference mode
-CONFIRM_FRACTION = 0.5  # share of the gap the recalibrated copy must win back
+from bnlab.doctor.thresholds import CONFIRM_FRACTION, GAP_THRESHOLD  # noqa: F401 - re-exported
 
 RECALIBRATE_FIX = (
     "Recompute the moving statistics on your training data without retraining: "
@@ -34,6 +32,8 @@ def gap(exam: Exam) -> float | None:
 
 def needs_intervention(exam: Exam) -> bool:
     value = gap(exam)
+    if exam.mismatch:  # on data the model was not trained on, a gap proves nothing
+        return False
     return value is not None and value >= GAP_THRESHOLD and bool(exam.bn)
 
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from bnlab.doctor.exam import Exam
 from bnlab.doctor.findings import Finding
-
-TORCH_MOMENTUM_LIMIT = 0.5  # PyTorch momentum above this keeps < 50% of the running value
-SMALL_BATCH = 16  # samples per BN batch below which batch statistics get noisy
+from bnlab.doctor.thresholds import SMALL_BATCH, TORCH_MOMENTUM_LIMIT  # noqa: F401 - re-exported
 
 
 def _summary(paths: list[str]) -> str:

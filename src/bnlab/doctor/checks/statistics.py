@@ -12,18 +12,20 @@ import math
 
 import numpy as np
 
+from bnlab.doctor.checks.state import at_initial_values
 from bnlab.doctor.exam import Exam
 from bnlab.doctor.findings import Finding
-
-STALE_WEIGHT = 0.1  # initial moving values still weighing more than this is too much
-MEAN_ERROR = 0.2  # RMS running-mean error, in population std units, that matters
-VAR_RATIO = 1.5  # running / population variance beyond this factor (either way) matters
-MIN_SEPARATION = 0.5  # RMS init-to-population distance needed to estimate the weight from data
-DEAD_FRACTION = 1e-3  # variance below this fraction of epsilon: the channel is constant
-TINY_GAMMA = 1e-3
-DEGENERATE_FRACTION = 0.25  # share of a layer's channels that makes it worth reporting
-INPUT_SCALE_HIGH = 4.0  # |mean| or std of the inputs above this: not unit scale
-INPUT_SCALE_LOW = 0.05
+from bnlab.doctor.thresholds import (  # noqa: F401 - re-exported
+    DEAD_FRACTION,
+    DEGENERATE_FRACTION,
+    INPUT_SCALE_HIGH,
+    INPUT_SCALE_LOW,
+    MEAN_ERROR,
+    MIN_SEPARATION,
+    STALE_WEIGHT,
+    TINY_GAMMA,
+    VAR_RATIO,
+)
 
 
 def _summary(paths: list[str]) -> str:
@@ -68,8 +70,8 @@ def check_momentum_too_high_for_steps(exam: Exam) -> list[Finding]:
         if not layer.uses_batch_stats_in_training:
             continue
         dist = running_vs_population(exam, layer.path, layer.epsilon)
-        if dist is None:
-            continue
+        if dist is None or at_initial_values(exam, layer):
+            continue  # statistics never updated at all: stats-never-updated says why
         steps, source = exam.steps_for(layer)
         weight = layer.momentum**steps if steps is not None else dist["estimated_initial_weight"]
         off = dist["mean_error_std"] > MEAN_ERROR or not (

@@ -7,14 +7,14 @@ ReLU keeps a layer positively homogeneous, so ``BN(relu(c * W x)) == BN(relu(W x
 
 from __future__ import annotations
 
-from bnlab.doctor.adapters import Node
 from bnlab.doctor.exam import Exam
 from bnlab.doctor.findings import Finding
+from bnlab.doctor.model_view import Node
+from bnlab.doctor.thresholds import L2_SHARE_INFO  # noqa: F401 - re-exported
 
 _SHAPE_ONLY = {"identity", "flatten"}
 _HOMOGENEOUS = {"relu", "leakyrelu", "relu6", "prelu"}
 _OUTPUT_ACTIVATIONS = {"softmax", "sigmoid", "logsoftmax"}
-L2_SHARE_INFO = 0.01  # below this share of the loss the penalty is a remark, not a warning
 
 
 def _bn_nodes(exam: Exam) -> list[Node]:
@@ -125,21 +125,40 @@ def check_l2_with_bn(exam: Exam) -> list[Finding]:
     findings = []
     for bn in _bn_nodes(exam):
         for prev in exam.graph.producers(bn, through):
-            if prev.kind not in ("linear", "conv") or not prev.attrs.get("l2"):
+            if prev.kind not in ("linear", "conv"):
                 continue
-            tail = f"; the penalty is {share:.0%} of the training loss" if share is not None else ""
+            l2, decay = prev.attrs.get("l2"), exam.weight_decay.get(prev.path)
+            if not l2 and not decay:
+                continue
+            if l2:
+                what = f"an L2 kernel penalty ({l2:g})"
+                remove = f"Remove kernel_regularizer from {prev.path} (or lower it by 10-100x)"
+            else:
+                what = f"optimizer weight decay ({decay:g})"
+                remove = (
+                    f"Exclude {prev.path}'s weights from weight decay (a parameter group with "
+                    "weight_decay=0 in PyTorch; optimizer.exclude_from_weight_decay in Keras)"
+                )
+            tail = (
+                f"; the penalty is {share:.0%} of the training loss"
+                if share is not None and l2
+                else ""
+            )
             findings.append(
                 Finding(
                     id="l2-with-bn",
-                    severity="info" if share is not None and share < L2_SHARE_INFO else "warning",
+                    severity="info"
+                    if share is not None and l2 and share < L2_SHARE_INFO
+                    else "warning",
                     layer=prev.path,
                     message=(
-                        f"{prev.label} has an L2 kernel penalty ({prev.attrs['l2']:g}) but feeds "
-                        f"{bn.label}, which undoes any scaling of its weights, so the penalty only "
-                        f"shrinks them and raises the effective learning rate{tail}."
+                        f"{prev.label} has {what} but feeds {bn.label}, which undoes any scaling "
+                        "of its weights, so the penalty only shrinks them and raises the "
+                        f"effective learning rate{tail}."
                     ),
                     evidence={
-                        "l2": prev.attrs["l2"],
+                        "l2": l2,
+                        "weight_decay": decay,
                         "bn": bn.path,
                         "regularization_loss": reg,
                         "data_loss": data_loss,
@@ -147,10 +166,72 @@ def check_l2_with_bn(exam: Exam) -> list[Finding]:
                         **_graph_note(exam),
                     },
                     fix=(
-                        f"Remove kernel_regularizer from {prev.path} (or lower it by 10-100x); "
-                        "regularise the BN-free output layer or use optimizer weight decay "
-                        "with a tuned learning rate instead."
+                        f"{remove}. An L2 term in the loss and optimizer weight decay act the "
+                        "same on weights a BN layer follows (decoupled decay as in AdamW "
+                        "included): either one only sets their scale, i.e. the effective learning "
+                        "rate. Keep it on the BN-free output layer, or lower it and re-tune the "
+                        "learning rate."
                     ),
                 )
             )
     return findings
+
+
+# Structural checks that read the data flow; on an untraced graph they read a chain.
+FLOW_CHECKS = ("bn-before-output", "dropout-before-bn", "bias-before-bn", "l2-with-bn")
+
+
+def check_shared_bn(exam: Exam) -> list[Finding]:
+    seen: dict[str, int] = {}
+    for node in exam.graph.nodes.values():
+        if node.kind == "bn" and node.attrs.get("call_sites", 1) > 1:
+            seen[node.path] = int(node.attrs["call_sites"])
+    findings = []
+    for path, calls in seen.items():
+        findings.append(
+            Finding(
+                id="shared-bn",
+                severity="warning",
+                layer=path,
+                message=(
+                    f"{path} is called at {calls} places in the graph (a shared layer, as in a "
+                    "Siamese or recurrent model): its moving statistics average the inputs of "
+                    "every call site, so at inference each site is normalised with statistics "
+                    "that are not its own."
+                ),
+                evidence={"call_sites": calls, **_graph_note(exam)},
+                fix=(
+                    "Give each call site its own BN layer (share the convolution/dense weights, "
+                    "not the normalisation), or use a batch-independent norm there "
+                    "(LayerNorm/GroupNorm)."
+                ),
+            )
+        )
+    return findings
+
+
+def check_graph_not_traced(exam: Exam) -> list[Finding]:
+    if exam.graph.source not in ("registration order", "layer order") or not exam.bn:
+        return []
+    return [
+        Finding(
+            id="graph-not-traced",
+            severity="info",
+            layer=None,
+            message=(
+                f"The model's data flow could not be traced, so the structural checks "
+                f"({', '.join(FLOW_CHECKS)}) read the layers in {exam.graph.source} as a chain "
+                "(right for Sequential-like models, a guess otherwise), and shared-bn could not "
+                "run."
+            ),
+            evidence={
+                "graph": exam.graph.source,
+                "approximate": list(FLOW_CHECKS),
+                "not_run": ["shared-bn"],
+            },  # fmt: skip
+            fix=(
+                "Make forward traceable (torch.fx: no data-dependent Python control flow; Keras: "
+                "a functional or Sequential model) to get exact structural checks."
+            ),
+        )
+    ]
