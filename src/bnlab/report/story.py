@@ -127,10 +127,14 @@ def early_lag_sentences(
             seen = _first_reached(curve, "inference", target)
             real = _first_reached(curve, "exact", target)
             if real is not None:
-                when = f"at epoch {seen}" if seen is not None else "never"
+                when = (
+                    f"reaches {target * 100:g} % at epoch {seen}"
+                    if seen is not None
+                    else f"never reaches {target * 100:g} %"
+                )
                 text += (
-                    f"; its mean curve reaches {target * 100:g} % {when} in inference mode "
-                    f"but at epoch {real} with exact statistics"
+                    f"; its mean curve {when} in inference mode but reaches it at epoch {real} "
+                    "with exact statistics"
                 )
         out.append(text + ".")
     return out
@@ -161,6 +165,7 @@ def pair_sentences(
         return []
     lag = lag_by_epoch(epochs)
     out = []
+    effects: list[tuple[str, VariantRow, VariantRow]] = []
     for data_key, names in groups.items():
         plain = [n for n in names if settings[n].get("norm") == "none" and n in by_name]
         normed = [
@@ -171,10 +176,14 @@ def pair_sentences(
         base = by_name[plain[0]]
         for name in normed:
             r = by_name[name]
-            text = f"With {data_key or 'the base data'}: {name} ends at {_pct(r.mean)} against {_pct(base.mean)} for {base.variant}"
+            effects.append((data_key or "the base data", r, base))
+            text = (
+                f"With {data_key or 'the base data'}: {name} ends at {_pct(r.mean)} against "
+                f"{_pct(base.mean)} for {base.variant}"
+            )
             if target is not None and not (is_missing(r.ett_mean) and is_missing(base.ett_mean)):
                 text += (
-                    f", and reaches {target * 100:g} % at epoch {_epochs(r)} against "
+                    f"; it reaches {target * 100:g} % {_epochs(r)}, {base.variant} "
                     f"{_epochs(base)}"
                 )
             curve = lag[lag["variant"] == name]
@@ -184,8 +193,8 @@ def pair_sentences(
                     text += (
                         f"; after epoch {int(first['epoch'])} its inference-mode accuracy is "
                         f"{_pct(first['inference'])} while the same weights with exact BN "
-                        f"statistics score {_pct(first['exact'])} — the moving variance "
-                        "still holds its initial value"
+                        f"statistics score {_pct(first['exact'])} — the moving averages still "
+                        "hold much of their initial 0 (mean) and 1 (variance)"
                     )
                 else:
                     text += (
@@ -193,15 +202,31 @@ def pair_sentences(
                         f"{int(first['epoch'])} (within {abs(first['lag']) * 100:.1f} points)"
                     )
             out.append(text + ".")
+    helps = [e for e in effects if e[1].mean > e[2].mean]
+    hurts = [e for e in effects if e[1].mean < e[2].mean]
+    if helps and hurts:
+        good, bad = helps[0], hurts[0]
+        exact = (
+            f", although with exact BN statistics {bad[1].variant} scores {_pct(bad[1].exact_mean)}"
+            if not is_missing(bad[1].exact_mean)
+            else ""
+        )
+        out.insert(
+            0,
+            f"The data setting reverses what BN does in inference mode: with {good[0]} BN helps "
+            f"({good[1].variant} {_pct(good[1].mean)} vs {good[2].variant} {_pct(good[2].mean)}), "
+            f"with {bad[0]} it hurts ({bad[1].variant} {_pct(bad[1].mean)} vs {bad[2].variant} "
+            f"{_pct(bad[2].mean)}){exact}.",
+        )
     return out
 
 
 def _epochs(r: VariantRow) -> str:
-    """Mean epochs to target over the runs that reached it, with how many did."""
+    """``"at epoch 8.8"`` (mean over the runs that reached the target, with how many did)."""
     if is_missing(r.ett_mean):
-        return f"none of {r.n} runs"
-    reached = "" if r.ett_reached in (None, r.n) else f" ({r.ett_reached}/{r.n} runs)"
-    return f"{r.ett_mean:.1f}{reached}"
+        return f"in none of its {r.n} runs"
+    reached = "" if r.ett_reached in (None, r.n) else f" ({r.ett_reached} of {r.n} runs)"
+    return f"at epoch {r.ett_mean:.1f}{reached}"
 
 
 __all__ = [
