@@ -27,7 +27,7 @@ CSS = """
 * { box-sizing: border-box; }
 body { margin:0; background:#fff; color:var(--ink);
        font:15px/1.55 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif; }
-main { max-width:1120px; margin:0 auto; padding:28px 32px 48px; }
+main { max-width:1200px; margin:0 auto; padding:28px 32px 48px; }
 header { border-bottom:1px solid var(--line); padding-bottom:14px; margin-bottom:8px; }
 .kicker { color:var(--muted); font-size:13px; letter-spacing:.04em; text-transform:uppercase; }
 h1 { font-size:28px; margin:2px 0 6px; }
@@ -40,7 +40,13 @@ ul.verdicts { list-style:none; padding:0; margin:8px 0; }
 ul.verdicts li { padding:7px 12px; margin:5px 0; background:var(--soft); border-radius:6px;
                  border-left:5px solid var(--c,#999); }
 .sig { font-weight:600; }
-.wide { overflow-x:auto; -webkit-overflow-scrolling:touch; }
+/* Scroll shadows (background-attachment: local) appear at an edge only while more of the
+   table lies beyond it: a hint that shows exactly when the table scrolls. */
+.wide { overflow-x:auto; -webkit-overflow-scrolling:touch;
+        background: linear-gradient(to right, #fff 30%, rgba(255,255,255,0)) left / 40px 100% no-repeat local,
+          linear-gradient(to left, #fff 30%, rgba(255,255,255,0)) right / 40px 100% no-repeat local,
+          radial-gradient(farthest-side at 0 50%, rgba(0,0,0,.22), rgba(0,0,0,0)) left / 14px 100% no-repeat scroll,
+          radial-gradient(farthest-side at 100% 50%, rgba(0,0,0,.22), rgba(0,0,0,0)) right / 14px 100% no-repeat scroll; }
 .scroll-hint { display:none; color:var(--muted); font-size:12px; margin:4px 0 0; }
 .answer { font-size:17px; background:#eef6fc; border-left:5px solid var(--accent);
           padding:9px 14px; border-radius:6px; margin:10px 0 4px; }
@@ -56,7 +62,7 @@ ul.verdicts li { padding:7px 12px; margin:5px 0; background:var(--soft); border-
   table.kv th { width:40%; }
 }
 table { border-collapse:collapse; width:100%; font-size:14px; margin:6px 0 4px; }
-th, td { text-align:left; padding:6px 8px; border-bottom:1px solid var(--line); vertical-align:top; }
+th, td { text-align:left; padding:6px 7px; border-bottom:1px solid var(--line); vertical-align:top; }
 th { background:var(--soft); font-weight:600; }
 td.num, th.num { text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap; }
 td.name { white-space:nowrap; }
@@ -136,7 +142,7 @@ def summary_table(
     for r in rows:
         runs = f"{r.n}" if r.n == r.n_total else f"{r.n} of {r.n_total}"
         if r.ett_reached is not None and target is not None:
-            ett = f"{num_ci(r.ett_mean, r.ett_half)} ({r.ett_reached}/{r.n} reached)"
+            ett = f"{num_ci(r.ett_mean, r.ett_half)} ({r.ett_reached}/{r.n})"
         else:
             ett = num_ci(r.ett_mean, r.ett_half)
         gap = pts(r.gap_mean, r.gap_half)
@@ -173,7 +179,8 @@ def summary_table(
     out.append(
         '<p class="note">Means over seeds ± half-width of the 95 % t-interval. '
         f"Accuracy in inference mode on the {escape(set_name)} set at the last epoch; "
-        "“best epoch” is each run's best epoch. The train − inference gap is training "
+        "“best epoch” is each run's best epoch; epochs to the target are averaged over the "
+        "runs that reached it (k/n: how many did). The train − inference gap is training "
         "accuracy in train mode (batch statistics) minus the same training images in inference "
         "mode (moving averages), at the last epoch. Δ: difference of means with the Welch "
         "interval; p: Welch's t-test against the baseline, Holm-adjusted over all variants."

@@ -271,7 +271,7 @@ def train_mode_curves(
     Dotted: ``precise_train_eval_accuracy`` when present and different from the
     dashed curve (networks without BN have nothing to recalibrate). The shaded area
     between the solid and dashed means is the train-vs-inference gap: red where train
-    mode is ahead (the usual BN trouble), blue where inference mode is ahead. ``narrow``:
+    mode is ahead (the usual BN trouble), purple where inference mode is ahead. ``narrow``:
     the phone layout, one panel per row.
     """
     train = band(epochs, "accuracy")

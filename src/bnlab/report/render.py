@@ -271,7 +271,7 @@ def _figures(data: StudyData, variants: list[str], colors: dict, set_name: str) 
             "each batch's statistics), averaged over the epoch's batches as Keras reports it. "
             "Dashed: the same training images at the end of the epoch in inference mode (BN uses "
             "its moving averages). The shaded gap between them is the train-vs-inference gap, "
-            "red where train mode is ahead, blue where inference mode is ahead: when the red gap "
+            "red where train mode is ahead, purple where inference mode is ahead: when the red gap "
             "is large, the moving averages — not the weights — are what fails.",
         )
     )

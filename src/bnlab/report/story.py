@@ -183,8 +183,7 @@ def pair_sentences(
             )
             if target is not None and not (is_missing(r.ett_mean) and is_missing(base.ett_mean)):
                 text += (
-                    f"; it reaches {target * 100:g} % {_epochs(r)}, {base.variant} "
-                    f"{_epochs(base)}"
+                    f"; it reaches {target * 100:g} % {_epochs(r)}, {base.variant} {_epochs(base)}"
                 )
             curve = lag[lag["variant"] == name]
             if not curve.empty:
