@@ -11,7 +11,10 @@ import sys
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-import keras  # noqa: E402
+try:
+    import keras  # noqa: E402
+except ImportError:
+    sys.exit("week9_keras.py needs Keras 3: pip install 'bnlab[keras]'")
 
 import bnlab.data  # noqa: E402
 

@@ -33,7 +33,10 @@ window.__bnlab_errors = [];
     const out = document.createElement("pre");
     out.id = "bnlab-probe";
     out.textContent = JSON.stringify({
-      images: Array.from(document.images).map(i => ({complete: i.complete, width: i.naturalWidth, height: i.naturalHeight})),
+      images: Array.from(document.images).map(i => ({complete: i.complete, width: i.naturalWidth, height: i.naturalHeight, shown: i.getBoundingClientRect().width, narrow: i.currentSrc !== i.src})),
+      viewport: window.innerWidth,
+      page_width: document.documentElement.scrollWidth,
+      tables: Array.from(document.querySelectorAll(".wide")).map(w => ({scrolls: w.scrollWidth > w.clientWidth, hint: (w.nextElementSibling && w.nextElementSibling.className === "scroll-hint") ? getComputedStyle(w.nextElementSibling).display : "absent"})),
       errors: window.__bnlab_errors,
       height: document.documentElement.scrollHeight,
       title: document.title,
@@ -80,8 +83,11 @@ def _run(
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def probe(chromium: str, page: Path) -> dict:
-    """Load ``page`` and return ``{"images": [...], "errors": [...], "height", "title"}``."""
+def probe(chromium: str, page: Path, width: int | None = None) -> dict:
+    """Load ``page`` (in a ``width`` CSS px wide window when given) and return ``{"images":
+    [...], "errors": [...], "height", "title", "viewport", "page_width", "tables"}``: per image
+    its decode state, its shown width and whether the ``<picture>``'s narrow source was chosen;
+    per ``.wide`` table box whether it scrolls and how its scroll hint is displayed."""
     text = page.read_text(encoding="utf-8")
     injected = re.sub(r"<head>", "<head>" + _PROBE, text, count=1)
     assert injected != text, "the page has no <head>"
@@ -90,7 +96,12 @@ def probe(chromium: str, page: Path) -> dict:
         probed.write_text(injected, encoding="utf-8")
         result = _run(
             chromium,
-            ["--virtual-time-budget=10000", "--dump-dom", probed.as_uri()],
+            [
+                "--virtual-time-budget=10000",
+                *([f"--window-size={width},2000"] if width else []),
+                "--dump-dom",
+                probed.as_uri(),
+            ],
             str(Path(tmp) / "profile"),
         )
     match = re.search(r'<pre id="bnlab-probe">(.*?)</pre>', result.stdout, re.S)

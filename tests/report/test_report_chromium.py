@@ -76,3 +76,34 @@ def test_probe_detects_a_broken_image(chromium, tmp_path):
     seen = probe(chromium, page)
     assert seen["images"][0]["width"] == 0
     assert "boom" in seen["errors"]
+
+
+@pytest.mark.parametrize("width", [390, 1400])
+def test_report_reads_on_a_phone_and_a_desktop(chromium, tmp_path, width):
+    """At 390 px every figure is its narrow drawing and nothing overflows the page sideways
+    (wide tables scroll inside their box, with the hint shown); at 1400 px the wide drawings
+    and no hint. Screenshots: ``report_390.png`` and ``report_1400.png`` in the artifacts."""
+    epochs, runs = make_frames(precise=True, failed=("no_bn", 2))
+    data = StudyData.from_frames(epochs, runs, spec=SPEC, versions={"bnlab": "0.1.0"})
+    page = render_html(data, tmp_path / "report.html", diagnoses=FINDINGS)
+    seen = probe(chromium, page, width=width)
+    assert seen["errors"] == []
+    assert len(seen["images"]) == 3
+    # headless Chromium keeps its window at least 500 px wide; the page is laid out at that
+    # width, still under the 640 px phone breakpoint
+    narrow = seen["viewport"] <= 640
+    assert narrow == (width == 390), seen["viewport"]
+    assert seen["page_width"] <= seen["viewport"]  # nothing pushes the page sideways
+    for image in seen["images"]:
+        assert image["complete"] and image["width"] > 0, image
+        assert image["narrow"] == narrow, image
+        assert image["shown"] <= seen["viewport"], image
+    for table in seen["tables"]:
+        if table["scrolls"]:
+            assert table["hint"] == ("block" if narrow else "none"), table
+    if narrow:
+        assert any(t["scrolls"] for t in seen["tables"])  # the summary table does scroll
+    shot = screenshot(
+        chromium, page, artifacts_dir() / f"report_{width}.png", width=width, height=seen["height"]
+    )
+    assert shot.is_file() and shot.stat().st_size > 10_000

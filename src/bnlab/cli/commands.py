@@ -88,6 +88,8 @@ def demo(
     with tempfile.TemporaryDirectory(prefix="bnlab-demo-") as tmp:
         path = store if store is not None else Path(tmp) / "demo.db"
         data = _run_and_summarize("demo", path, engine=engine, device=device, jobs=jobs, new=new)
+        if store is None:
+            data.store = None  # the temporary store is deleted below: the report must not name it
         written = render_html(data, out)
     console = _console()
     if store is not None:

@@ -26,6 +26,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from bnlab.report.curves import band
 
@@ -41,6 +42,9 @@ PALETTE = (
     "#000000",
 )
 DPI = 110
+#: Shading of the train-vs-inference gap by its sign.
+GAP_TRAIN_AHEAD = "#d62728"
+GAP_INFER_AHEAD = "#6a3d9a"
 _RC = {
     "font.size": 10,
     "axes.titlesize": 11,
@@ -98,16 +102,41 @@ def _draw_band(
     label: str | None,
     linestyle: str = "-",
     scale: float = 100.0,
+    bounds: tuple[float, float] = (0.0, 1.0),
 ):
-    """Mean line plus shaded 95 % interval; ``scale`` 100 turns fractions into percent."""
+    """Mean line plus shaded 95 % interval; ``scale`` 100 turns fractions into percent.
+
+    The band is clipped to ``bounds`` (in the data's units: accuracy in [0, 1], a loss in
+    [0, inf)); a t-interval of a bounded quantity may cross its bound, the quantity cannot.
+    The captions say so (:func:`band_leaves_bounds`).
+    """
     x = data["epoch"].to_numpy(dtype=float)
     mean = data["mean"].to_numpy(dtype=float) * scale
     ax.plot(x, mean, color=color, linestyle=linestyle, lw=1.8, label=label)
     ok = np.isfinite(data["half"].to_numpy(dtype=float))
     if ok.any():
-        low = data["low"].to_numpy(dtype=float) * scale
-        high = data["high"].to_numpy(dtype=float) * scale
+        low = np.clip(data["low"].to_numpy(dtype=float), *bounds) * scale
+        high = np.clip(data["high"].to_numpy(dtype=float), *bounds) * scale
         ax.fill_between(x[ok], low[ok], high[ok], color=color, alpha=0.16, lw=0)
+
+
+def band_leaves_bounds(
+    epochs: pd.DataFrame, metric: str, bounds: tuple[float, float] = (0.0, 1.0)
+) -> bool:
+    """True when some epoch's 95 % t-interval of ``metric`` crosses ``bounds`` (and is clipped)."""
+    b = band(epochs, metric)
+    if b.empty:
+        return False
+    low, high = b["low"].to_numpy(dtype=float), b["high"].to_numpy(dtype=float)
+    with np.errstate(invalid="ignore"):
+        return bool(np.any(low < bounds[0]) or np.any(high > bounds[1]))
+
+
+def loss_spans_decade(curve: pd.DataFrame) -> bool:
+    """True when a loss curve's means span more than a factor 10 (drawn on a log axis)."""
+    mean = curve["mean"].to_numpy(dtype=float) if not curve.empty else np.array([])
+    mean = mean[np.isfinite(mean) & (mean > 0)]
+    return bool(mean.size and mean.max() > 10 * mean.min())
 
 
 def _differs(first: pd.DataFrame, second: pd.DataFrame, tol: float = 1e-6) -> bool:
@@ -119,10 +148,27 @@ def _differs(first: pd.DataFrame, second: pd.DataFrame, tol: float = 1e-6) -> bo
     return bool((both["mean_a"] - both["mean_b"]).abs().max() > tol)
 
 
-def _draw_line(ax, data: pd.DataFrame, color: str, linestyle: str) -> None:
+#: One marker shape per variant for curves drawn without a band, so identical curves of two
+#: variants stay visible: their markers sit on different epochs (staggered) and differ in shape.
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def _draw_line(ax, data: pd.DataFrame, color: str, linestyle: str, index: int = 0) -> None:
     """Mean only, no band: the precise-BN curves sit on top of banded curves."""
     x = data["epoch"].to_numpy(dtype=float)
-    ax.plot(x, data["mean"].to_numpy(dtype=float) * 100.0, color=color, ls=linestyle, lw=1.8)
+    step = max(2, len(x) // 8)
+    ax.plot(
+        x,
+        data["mean"].to_numpy(dtype=float) * 100.0,
+        color=color,
+        ls=linestyle,
+        lw=1.8,
+        marker=MARKERS[index % len(MARKERS)],
+        markersize=5,
+        markerfacecolor="white",
+        markeredgewidth=1.3,
+        markevery=(index % step, step),
+    )
 
 
 def _epoch_axis(ax, max_epoch: float) -> None:
@@ -138,8 +184,12 @@ def validation_curves(
     *,
     set_name: str = "validation",
     target: float | None = None,
+    narrow: bool = False,
 ) -> Figure | None:
     """Accuracy and loss on the held-out set per epoch, mean ± 95 % CI per variant.
+
+    ``narrow``: the phone layout, accuracy above loss in one column. The loss axis is
+    logarithmic when a loss curve spans more than a decade.
 
     ``set_name`` names the set behind ``val_accuracy`` ("validation" or "test").
     When the runs recorded ``precise_val_accuracy`` (moving averages replaced by
@@ -152,20 +202,26 @@ def validation_curves(
     loss = band(epochs, "val_loss")
     precise = band(epochs, "precise_val_accuracy")
     with matplotlib.rc_context(_RC):
-        fig = _new_figure(10.5, 3.9)
-        ax_acc, ax_loss = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.35, 1]})
+        if narrow:
+            fig = _new_figure(4.4, 7.2)
+            ax_acc, ax_loss = fig.subplots(2, 1, gridspec_kw={"height_ratios": [1.35, 1]})
+        else:
+            fig = _new_figure(10.5, 3.9)
+            ax_acc, ax_loss = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.35, 1]})
         drew_precise = False
-        for name in variants:
+        for index, name in enumerate(variants):
             part = acc[acc["variant"] == name]
             if not part.empty:
                 _draw_band(ax_acc, part, colors[name], name)
             exact = precise[precise["variant"] == name] if not precise.empty else precise
             if not exact.empty and _differs(part, exact):
-                _draw_line(ax_acc, exact, colors[name], "--")
+                _draw_line(ax_acc, exact, colors[name], "--", index)
                 drew_precise = True
             part = loss[loss["variant"] == name] if not loss.empty else loss
             if not part.empty:
-                _draw_band(ax_loss, part, colors[name], name, scale=1.0)
+                _draw_band(ax_loss, part, colors[name], name, scale=1.0, bounds=(0.0, np.inf))
+        if not loss.empty and loss_spans_decade(loss):
+            ax_loss.set_yscale("log")
         max_epoch = float(acc["epoch"].max())
         if target is not None:
             ax_acc.axhline(target * 100.0, color="#777777", lw=1, ls=":")
@@ -186,19 +242,26 @@ def validation_curves(
                 Line2D([], [], color="#444444", lw=1.8),
                 Line2D([], [], color="#444444", lw=1.8, ls="--"),
             ]
-            labels += ["moving averages", "precise BN statistics"]
-        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 5))
+            labels += ["moving averages", "exact BN statistics (markers)"]
+        ncols = 2 if narrow else min(len(labels), 5)
+        fig.legend(handles, labels, loc="outside lower center", ncols=ncols)
         if loss.empty:
             ax_loss.set_visible(False)
         else:
             ax_loss.set_title(f"{set_name.capitalize()} loss")
-            ax_loss.set_ylabel(f"{set_name} cross-entropy (nats)")
+            log = " (log scale)" if ax_loss.get_yscale() == "log" else ""
+            ax_loss.set_ylabel(f"{set_name} cross-entropy (nats){log}")
             _epoch_axis(ax_loss, max_epoch)
     return fig
 
 
 def train_mode_curves(
-    epochs: pd.DataFrame, variants: Sequence[str], colors: dict[str, str], *, max_cols: int = 4
+    epochs: pd.DataFrame,
+    variants: Sequence[str],
+    colors: dict[str, str],
+    *,
+    max_cols: int = 4,
+    narrow: bool = False,
 ) -> Figure | None:
     """Training accuracy in train mode vs inference mode, one panel per variant.
 
@@ -207,7 +270,9 @@ def train_mode_curves(
     training images in inference mode, with the moving averages, at epoch end).
     Dotted: ``precise_train_eval_accuracy`` when present and different from the
     dashed curve (networks without BN have nothing to recalibrate). The shaded area
-    between the solid and dashed means is the train-vs-inference gap.
+    between the solid and dashed means is the train-vs-inference gap: red where train
+    mode is ahead (the usual BN trouble), purple where inference mode is ahead. ``narrow``:
+    the phone layout, one panel per row.
     """
     train = band(epochs, "accuracy")
     infer = band(epochs, "train_eval_accuracy")
@@ -215,11 +280,12 @@ def train_mode_curves(
         return None
     precise = band(epochs, "precise_train_eval_accuracy")
     shown = [v for v in variants if (train["variant"] == v).any()]
-    cols = min(max_cols, len(shown))
+    cols = 1 if narrow else min(max_cols, len(shown))
     rows = math.ceil(len(shown) / cols)
     max_epoch = float(train["epoch"].max())
     with matplotlib.rc_context(_RC):
-        fig = _new_figure(min(10.5, 3.2 * cols + 0.6), 2.9 * rows + 0.5)
+        width = 4.4 if narrow else min(10.5, 3.2 * cols + 0.6)
+        fig = _new_figure(width, 2.9 * rows + (1.0 if narrow else 0.5))
         axes = np.atleast_1d(fig.subplots(rows, cols, sharey=True, squeeze=False)).ravel()
         drew_precise = False
         for ax, name in zip(axes, shown, strict=False):
@@ -229,17 +295,24 @@ def train_mode_curves(
             _draw_band(ax, t, color, "train mode (batch statistics)")
             _draw_band(ax, i, color, "inference mode (moving averages)", linestyle="--")
             both = t.merge(i, on="epoch", suffixes=("_t", "_i"))
-            ax.fill_between(
-                both["epoch"].to_numpy(dtype=float),
-                _percent(both["mean_t"]),
-                _percent(both["mean_i"]),
-                color="#d62728",
-                alpha=0.08,
-                lw=0,
-            )
+            upper, lower = _percent(both["mean_t"]), _percent(both["mean_i"])
+            for where, shade in (
+                (upper >= lower, GAP_TRAIN_AHEAD),
+                (upper < lower, GAP_INFER_AHEAD),
+            ):
+                ax.fill_between(
+                    both["epoch"].to_numpy(dtype=float),
+                    upper,
+                    lower,
+                    where=where,
+                    interpolate=True,
+                    color=shade,
+                    alpha=0.14,
+                    lw=0,
+                )
             p = precise[precise["variant"] == name] if not precise.empty else precise
             if not p.empty and _differs(i, p):
-                _draw_line(ax, p, color, ":")
+                _draw_line(ax, p, color, ":", shown.index(name))
                 drew_precise = True
             ax.set_title(name, color=color)
             _epoch_axis(ax, max_epoch)
@@ -254,13 +327,16 @@ def train_mode_curves(
         labels = ["train mode (batch statistics)", "inference mode (moving averages)"]
         if drew_precise:
             legend.append(Line2D([], [], color="#444444", lw=1.8, ls=":"))
-            labels.append("inference mode (precise BN statistics)")
-        fig.legend(legend, labels, loc="outside lower center", ncols=len(labels))
+            labels.append("inference mode (exact BN statistics)")
+        legend += [Patch(color=GAP_TRAIN_AHEAD, alpha=0.3), Patch(color=GAP_INFER_AHEAD, alpha=0.3)]
+        labels += ["gap: train mode ahead", "gap: inference mode ahead"]
+        ncols = 1 if narrow else min(len(labels), 3)
+        fig.legend(legend, labels, loc="outside lower center", ncols=ncols)
     return fig
 
 
 def regularization_share(
-    epochs: pd.DataFrame, variants: Sequence[str], colors: dict[str, str]
+    epochs: pd.DataFrame, variants: Sequence[str], colors: dict[str, str], *, narrow: bool = False
 ) -> Figure | None:
     """The regularizer's share of the training loss per epoch, ``reg_loss / loss`` in %.
 
@@ -275,7 +351,7 @@ def regularization_share(
     if share.empty:
         return None
     with matplotlib.rc_context(_RC):
-        fig = _new_figure(6.4, 3.4)
+        fig = _new_figure(4.4 if narrow else 6.4, 3.6 if narrow else 3.4)
         ax = fig.subplots()
         for name in variants:
             v = share[share["variant"] == name]
@@ -295,8 +371,11 @@ def final_distribution(
     metric: str = "final_val_accuracy",
     label: str = "final validation accuracy (%)",
     seed: int = 0,
+    narrow: bool = False,
 ) -> Figure | None:
-    """Box plot plus every run as a dot (jittered horizontally), one column per variant."""
+    """Box plot plus every run as a dot (jittered horizontally), one column per variant.
+
+    ``narrow``: the phone layout, variant names rotated under a 4.4-inch-wide axis."""
     if metric not in runs.columns:
         return None
     values = [
@@ -306,7 +385,8 @@ def final_distribution(
         return None
     jitter = np.random.default_rng(seed)
     with matplotlib.rc_context(_RC):
-        fig = _new_figure(max(4.5, 1.35 * len(variants) + 1.8), 3.9)
+        width = 4.4 if narrow else max(4.5, 1.35 * len(variants) + 1.8)
+        fig = _new_figure(width, 4.6 if narrow else 3.9)
         ax = fig.subplots()
         positions = np.arange(1, len(variants) + 1)
         kept = [(p, _percent(v)) for p, v in zip(positions, values, strict=True) if len(v)]
@@ -341,6 +421,9 @@ def final_distribution(
         )
         for tick, name in zip(ax.get_xticklabels(), variants, strict=True):
             tick.set_color(colors[name])
+            if narrow and len(variants) > 2:
+                tick.set_rotation(35)
+                tick.set_horizontalalignment("right")
         ax.set_xlim(0.4, len(variants) + 0.6)
         ax.set_ylabel(label)
         ax.set_title("Final accuracy of every run (diamond: mean)")

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from bnlab.report.fmt import is_missing
@@ -50,6 +51,11 @@ class VariantRow:
     n_diverged: int = 0
     n_failed: int = 0
     verdict: str = ""
+    exact_n: int = 0
+    exact_mean: float = float("nan")
+    exact_half: float = float("nan")
+    exact_gap_mean: float = float("nan")
+    exact_gap_half: float = float("nan")
 
     @property
     def significant(self) -> bool | None:
@@ -72,14 +78,18 @@ def _stat(record: Mapping[str, Any], metric: str, stat: str) -> float:
     return float(value)
 
 
-def rows_from_summary(summary: pd.DataFrame) -> list[VariantRow]:
+def rows_from_summary(summary: pd.DataFrame, runs: pd.DataFrame | None = None) -> list[VariantRow]:
     """Turn :func:`bnlab.study.stats.summarize`'s per-variant frame into report rows.
 
     Column names are those documented by ``summarize``: ``<m>_mean``, ``<m>_std``,
     ``<m>_half`` (or ``<m>_ci_low``/``<m>_ci_high``) for ``m`` in ``final_val_accuracy``,
     ``final_val_loss``, ``best_val_accuracy``, ``epochs_to_target``, ``train_eval_gap``;
     ``epochs_to_target_reached``; ``diff``, ``diff_half``, ``p``, ``p_holm``, ``verdict``.
+
+    With ``runs`` (the per-run table) each row also gets the exact-statistics numbers of
+    :func:`exact_statistics` where the runs recorded ``final_precise_val_accuracy``.
     """
+    exact = exact_statistics(runs) if runs is not None else {}
     rows = []
     for record in summary.to_dict("records"):
         rows.append(
@@ -107,6 +117,42 @@ def rows_from_summary(summary: pd.DataFrame) -> list[VariantRow]:
                 n_diverged=int(_get(record, "n_diverged", default=0)),
                 n_failed=int(_get(record, "n_failed", default=0)),
                 verdict=str(_get(record, "verdict", default="")),
+                **exact.get(str(record["variant"]), {}),
             )
         )
     return rows
+
+
+def exact_statistics(runs: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Per variant: final held-out accuracy with exact BN statistics, and its gap to inference.
+
+    ``exact_mean``/``exact_half``: mean and 95 % t half-width over the finished runs of
+    ``final_precise_val_accuracy`` (the run's last-epoch weights with the moving averages
+    replaced by exact statistics of the training data, ``precise_eval=True``).
+    ``exact_gap_*``: the same for the per-run difference ``final_precise_val_accuracy -
+    final_val_accuracy`` (exact statistics minus moving averages; > 0 when the moving averages
+    cost accuracy). Variants without the column, or whose runs never recorded it, are absent.
+    """
+    from bnlab.study.stats import t_interval
+
+    column = "final_precise_val_accuracy"
+    if column not in runs.columns:
+        return {}
+    done = runs[runs["status"] == "finished"] if "status" in runs.columns else runs
+    out: dict[str, dict[str, Any]] = {}
+    for variant, part in done.groupby("variant", sort=False):
+        exact = part[column].to_numpy(dtype=float)
+        keep = ~np.isnan(exact)
+        if not keep.any():
+            continue
+        gap = exact[keep] - part["final_val_accuracy"].to_numpy(dtype=float)[keep]
+        mean, low, high = t_interval(exact[keep])
+        gap_mean, gap_low, gap_high = t_interval(gap)
+        out[str(variant)] = dict(
+            exact_n=int(keep.sum()),
+            exact_mean=mean,
+            exact_half=(high - low) / 2,
+            exact_gap_mean=gap_mean,
+            exact_gap_half=(gap_high - gap_low) / 2,
+        )
+    return out
