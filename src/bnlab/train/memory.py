@@ -9,9 +9,9 @@ Memory
 :func:`estimate_memory` predicts, before anything is stacked, what one run of a stack costs
 on the device: parameters, their gradients (the flat buffer plus autograd's transient copy),
 the optimizer's slots and BN buffers, plus activations per training sample and per evaluated
-sample, from a dry inference pass with forward hooks on a 2-sample batch. :func:`plan_chunks`
-turns ``max_memory`` (default: the device's free memory, or half the free RAM on CPU) into
-chunk sizes: a study of ``K`` runs is trained as consecutive stacks that each fit.
+sample, from a dry inference pass on a 2-sample batch (:func:`bnlab.nn.probe.dry_run`).
+:func:`plan_chunks` turns ``max_memory`` (default: the device's free memory, or half the free
+RAM on CPU) into chunk sizes: a study of ``K`` runs is trained as consecutive stacks that each fit.
 
 The ``auto`` rule
 -----------------
@@ -35,6 +35,7 @@ from torch import nn
 
 from bnlab._validation import check_number
 from bnlab.errors import ConfigError
+from bnlab.nn.probe import dry_run
 
 #: On CPU, stack a group when one run's training step costs at most this many
 #: multiply-accumulates (forward, per step = per sample x batch size). Measured on 2 cores,
@@ -91,7 +92,7 @@ def estimate_memory(
     outputs: list[int] = []
     macs = 0
 
-    def hook(module, inputs, output):
+    def hook(name, module, inputs, output):
         nonlocal macs
         per_sample = output[0].numel()
         outputs.append(per_sample)
@@ -101,21 +102,10 @@ def estimate_memory(
         elif isinstance(module, nn.Linear):
             macs += module.in_features * module.out_features
 
-    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
-    handles = [m.register_forward_hook(hook) for m in leaves]
-    flags = [(m, m.training) for m in model.modules()]
     p = next(model.parameters(), None)
     device = p.device if p is not None else torch.device("cpu")
     dtype = p.dtype if p is not None and p.is_floating_point() else None
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros((2, *input_shape), device=device, dtype=dtype))
-    finally:
-        for h in handles:
-            h.remove()
-        for m, flag in flags:
-            m.training = flag
+    dry_run(model, torch.zeros((2, *input_shape), device=device, dtype=dtype), hook)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     params = sum(p.numel() for p in model.parameters())
     buffers = sum(b.numel() * b.element_size() for b in model.buffers())

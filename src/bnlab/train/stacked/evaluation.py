@@ -7,6 +7,8 @@ from collections.abc import Iterator
 
 import torch
 
+from bnlab.nn.moments import PooledMoments
+from bnlab.nn.probe import train_mode
 from bnlab.train.losses import per_sample_loss, predictions
 from bnlab.train.stacked.batchnorm import StackedBatchNorm
 from bnlab.train.stacked.layers import StackedDropout
@@ -29,9 +31,7 @@ def evaluate_stacked(
     k, device = model.k, x.device
     loss_sum = torch.zeros(k, dtype=torch.float64, device=device)
     correct = torch.zeros(k, dtype=torch.int64, device=device)
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
+    with train_mode(model, False):
         for start in range(0, x.shape[0], rows):
             xb, yb = x[start : start + rows], y[start : start + rows]
             if channels_last and xb.dim() == 4:
@@ -45,9 +45,6 @@ def evaluate_stacked(
             per = per_sample_loss(flat, yy, loss_epsilon).view(n, k).t().contiguous()
             loss_sum += per.sum(1, dtype=torch.float64)
             correct += (predictions(flat) == yy).view(n, k).sum(0)
-    finally:
-        for m, flag in flags:
-            m.training = flag
     return loss_sum, correct
 
 
@@ -59,30 +56,23 @@ def precise_stats_stacked(
 
     Mirrors :func:`bnlab.nn.precise.precise_bn_stats`: the model runs in training mode with
     dropout off, each BN layer normalising with the statistics of the current chunk; per
-    layer the chunk means and (biased) variances are pooled, weighted by sample count, into
-    the population mean and biased variance (unbiased ``n/(n-1)`` for an ``"unbiased"``
-    layer). Returns ``[(layer, mean, var)]`` without changing the model's buffers.
+    layer the chunks' moments are pooled by :class:`bnlab.nn.moments.PooledMoments` (the
+    estimator ``precise_bn_stats`` uses) into the population mean and biased variance
+    (unbiased ``n/(n-1)`` for an ``"unbiased"`` layer). Returns ``[(layer, mean, var)]``
+    without changing the model's buffers.
     """
     bns = [m for _, m in model.stacked_layers() if isinstance(m, StackedBatchNorm)]
     if not bns:
         return []
-    sums = {id(b): [0, 0.0, 0.0] for b in bns}  # count, sum of n*mean, sum of n*(var+mean^2)
+    pooled = {id(b): PooledMoments(reduce_dtype=torch.float32) for b in bns}
     originals = {}
 
     def capture(layer):
         def hook(mod, inp, out):
-            z = mod.expand(inp[0]).float()
-            dims = [0, *range(2, z.dim())]
-            var, mean = torch.var_mean(z, dim=dims, correction=0)
-            n = z.numel() // z.shape[1]
-            acc = sums[id(mod)]
-            acc[0] += n
-            acc[1] = acc[1] + mean.double() * n
-            acc[2] = acc[2] + (var.double() + mean.double() ** 2) * n
+            pooled[id(mod)].update(mod.expand(inp[0]).float(), channel_axis=1)
 
         return layer.register_forward_hook(hook)
 
-    flags = [(m, m.training) for m in model.modules()]
     hooks = [capture(b) for b in bns]
     for b in bns:  # batch statistics without touching the moving averages
         originals[id(b)] = (
@@ -91,20 +81,18 @@ def precise_stats_stacked(
             b.num_batches_tracked.clone(),
         )
     try:
-        model.train()
-        for m in model.modules():
-            if isinstance(m, StackedDropout):
-                m.training = False
-        for start in range(0, x.shape[0], rows):
-            xb = x[start : start + rows]
-            if channels_last and xb.dim() == 4:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            model(xb)
+        with train_mode(model, True):
+            for m in model.modules():
+                if isinstance(m, StackedDropout):
+                    m.training = False
+            for start in range(0, x.shape[0], rows):
+                xb = x[start : start + rows]
+                if channels_last and xb.dim() == 4:
+                    xb = xb.contiguous(memory_format=torch.channels_last)
+                model(xb)
     finally:
         for h in hooks:
             h.remove()
-        for m, flag in flags:
-            m.training = flag
         for b in bns:
             mean, var, nbt = originals[id(b)]
             b.moving_mean.copy_(mean)
@@ -112,12 +100,9 @@ def precise_stats_stacked(
             b.num_batches_tracked.copy_(nbt)
     out = []
     for b in bns:
-        n, s1, s2 = sums[id(b)]
-        mean = s1 / n
-        var = (s2 / n - mean**2).clamp_min(0)
-        if b.variance == "unbiased" and n > 1:
-            var = var * (n / (n - 1))
-        out.append((b, mean.float(), var.float()))
+        moments = pooled[id(b)]
+        var = moments.variance(unbiased=b.variance == "unbiased")
+        out.append((b, moments.mean.float(), var.float()))
     return out
 
 

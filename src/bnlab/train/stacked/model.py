@@ -10,6 +10,7 @@ from torch import nn
 from bnlab._validation import check_choice
 from bnlab.errors import ConfigError
 from bnlab.nn import BatchNorm
+from bnlab.nn.probe import leaf_shapes
 from bnlab.train.options import KERNELS
 from bnlab.train.stacked.batchnorm import StackedBatchNorm
 from bnlab.train.stacked.layers import (
@@ -20,32 +21,6 @@ from bnlab.train.stacked.layers import (
     _StackedLayer,
 )
 from bnlab.train.stacked.signature import StackingError, _flatten_kind, stack_signature
-
-
-def _leaf_shapes(model: nn.Module, sample: torch.Tensor) -> dict[str, tuple]:
-    """Per-sample input shape of every leaf module, from a 2-sample inference pass."""
-    shapes: dict[str, tuple] = {}
-    hooks = []
-    for name, m in model.named_modules():
-        if not any(True for _ in m.children()):
-            hooks.append(
-                m.register_forward_hook(
-                    lambda mod, inp, out, name=name: shapes.__setitem__(
-                        name, (tuple(inp[0].shape[1:]), tuple(out.shape[1:]))
-                    )
-                )
-            )
-    flags = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(sample)
-    finally:
-        for h in hooks:
-            h.remove()
-        for m, flag in flags:
-            m.training = flag
-    return shapes
 
 
 class StackedModel(nn.Module):
@@ -79,9 +54,9 @@ class StackedModel(nn.Module):
                     f"engine: model {i} differs from model 0 in more than values: {diff}"
                 )
         self.k = len(models)
-        device = next(models[0].parameters()).device
-        sample = torch.zeros((2, *input_shape), device=device)
-        shapes = _leaf_shapes(models[0], sample)
+        first = next(models[0].parameters())
+        sample = torch.zeros((2, *input_shape), device=first.device, dtype=first.dtype)
+        shapes = leaf_shapes(models[0], sample)
         self.input_shape = tuple(input_shape)
         # Hooks fire in execution order: the last leaf's output is the logits.
         self.num_outputs = int(list(shapes.values())[-1][1][0])
