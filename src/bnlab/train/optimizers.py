@@ -11,7 +11,8 @@ PyTorch's built-in optimizers do not compute what Keras computes:
 * ``torch.optim.RMSprop`` adds ``eps`` outside the square root; Keras inside it.
 
 The classes below follow Keras 3's torch backend (``keras/src/backend/torch/optimizers``)
-operation by operation, with ``torch._foreach_*`` like Keras, so a bnlab run and a Keras
+operation by operation, with ``torch._foreach_*`` like Keras (the arithmetic is
+:mod:`bnlab.train.update_rules`, shared with the stacked engine), so a bnlab run and a Keras
 run step through the same floating-point arithmetic. Learning rates are plain floats
 (constant schedules). Every argument name and default is Keras's.
 """
@@ -25,6 +26,7 @@ import torch
 
 from bnlab.errors import ConfigError
 from bnlab.train.options import check_option, optimizer_settings, resolve_lr
+from bnlab.train.update_rules import adam_update, rmsprop_update, sgd_update
 
 
 def _adam_alpha(lr: float, beta_1: float, beta_2: float, step: int, dtype: torch.dtype) -> float:
@@ -128,23 +130,18 @@ class KerasAdam(_KerasOptimizer):
     def _update(self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
         b1, b2 = group["beta_1"], group["beta_2"]
         ms, vs = self._slots(params, "m", "v")
+        vhats = self._slots(params, "v_hat")[0] if group["amsgrad"] else None
         alpha = _adam_alpha(group["lr"], b1, b2, self.iterations, params[0].dtype)
-
-        torch._foreach_mul_(ms, b1)
-        torch._foreach_add_(ms, grads, alpha=1 - b1)
-        torch._foreach_mul_(vs, b2)
-        torch._foreach_add_(vs, torch._foreach_mul(grads, grads), alpha=1 - b2)
-        if group["amsgrad"]:
-            (vhats,) = self._slots(params, "v_hat")
-            torch._foreach_maximum_(vhats, vs)
-            vs = vhats
-        torch._foreach_add_(
+        adam_update(
             params,
-            torch._foreach_div(
-                torch._foreach_mul(ms, alpha),
-                torch._foreach_add(torch._foreach_sqrt(vs), group["epsilon"]),
-            ),
-            alpha=-1,
+            grads,
+            ms,
+            vs,
+            vhats,
+            alpha=alpha,
+            beta_1=b1,
+            beta_2=b2,
+            epsilon=group["epsilon"],
         )
 
 
@@ -163,18 +160,9 @@ class KerasSGD(_KerasOptimizer):
         super().__init__(params, _defaults("sgd", lr, options))
 
     def _update(self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
-        lr, mom = group["lr"], group["momentum"]
-        if mom == 0:
-            torch._foreach_add_(params, grads, alpha=-lr)
-            return
-        (bufs,) = self._slots(params, "m")
-        torch._foreach_mul_(bufs, mom)
-        torch._foreach_add_(bufs, grads, alpha=-lr)
-        if group["nesterov"]:
-            torch._foreach_add_(params, grads, alpha=-lr)
-            torch._foreach_add_(params, bufs, alpha=mom)
-        else:
-            torch._foreach_add_(params, bufs)
+        mom = group["momentum"]
+        bufs = self._slots(params, "m")[0] if mom > 0 else None
+        sgd_update(params, grads, bufs, lr=group["lr"], momentum=mom, nesterov=group["nesterov"])
 
 
 class KerasRMSprop(_KerasOptimizer):
@@ -203,25 +191,21 @@ class KerasRMSprop(_KerasOptimizer):
         super().__init__(params, _defaults("rmsprop", lr, options))
 
     def _update(self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
-        rho, mom = group["rho"], group["momentum"]
+        mom = group["momentum"]
         (vs,) = self._slots(params, "v")
-        mgs = self._slots(params, "mg")[0] if group["centered"] else []
-        bufs = self._slots(params, "m")[0] if mom > 0 else []
-        torch._foreach_mul_(vs, rho)
-        torch._foreach_add_(vs, torch._foreach_mul(grads, grads), alpha=1 - rho)
-        denominators = torch._foreach_add(vs, group["epsilon"])
-        if group["centered"]:
-            torch._foreach_mul_(mgs, rho)
-            torch._foreach_add_(mgs, grads, alpha=1 - rho)
-            torch._foreach_add_(denominators, torch._foreach_mul(mgs, mgs), alpha=-1)
-        torch._foreach_sqrt_(denominators)
-        increments = torch._foreach_div(torch._foreach_mul(grads, group["lr"]), denominators)
-        if mom > 0:
-            torch._foreach_mul_(bufs, mom)
-            torch._foreach_add_(bufs, increments)
-            torch._foreach_add_(params, bufs, alpha=-1)
-        else:
-            torch._foreach_add_(params, increments, alpha=-1)
+        mgs = self._slots(params, "mg")[0] if group["centered"] else None
+        bufs = self._slots(params, "m")[0] if mom > 0 else None
+        rmsprop_update(
+            params,
+            grads,
+            vs,
+            mgs,
+            bufs,
+            lr=group["lr"],
+            rho=group["rho"],
+            momentum=mom,
+            epsilon=group["epsilon"],
+        )
 
 
 _CLASSES: dict[str, type[torch.optim.Optimizer]] = {

@@ -11,6 +11,7 @@ from bnlab._validation import check_choice
 from bnlab.errors import ConfigError
 from bnlab.train.options import optimizer_settings
 from bnlab.train.stacked.model import StackedModel
+from bnlab.train.update_rules import adam_update, rmsprop_update, sgd_update
 
 
 def _flat_view(buffer: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -34,8 +35,9 @@ class StackedOptimizer:
     The parameters become views into one flat buffer (run-major within each parameter, since
     every stacked parameter has the runs along dimension 0) and their gradients views into a
     flat gradient buffer, so each update is a few element-wise operations on the whole stack.
-    The operations and their order are those of :class:`bnlab.train.optimizers.KerasAdam`,
-    ``KerasSGD`` and ``KerasRMSprop``; ``lr`` is a per-run vector.
+    The update is :mod:`bnlab.train.update_rules`, the functions
+    :class:`bnlab.train.optimizers.KerasAdam`, ``KerasSGD`` and ``KerasRMSprop`` call;
+    ``lr`` is a per-run vector.
     """
 
     def __init__(self, name: str, model: StackedModel, lr: Sequence[float], **options: Any):
@@ -89,51 +91,55 @@ class StackedOptimizer:
         getattr(self, f"_{self.name}")()
 
     def _adam(self) -> None:
-        o, s, g, w = self.options, self.state, self.grad, self.flat
-        b1, b2 = o["beta_1"], o["beta_2"]
+        o, s = self.options, self.state
+        b1, b2, w = o["beta_1"], o["beta_2"], self.flat
         self.t.add_(1)
         b1_pow = torch.pow(torch.tensor(b1, dtype=w.dtype, device=w.device), self.t)
         b2_pow = torch.pow(torch.tensor(b2, dtype=w.dtype, device=w.device), self.t)
         alpha = self.lr * torch.sqrt(1 - b2_pow) / (1 - b1_pow)
-        s["m"].mul_(b1).add_(g, alpha=1 - b1)
-        s["v"].mul_(b2).add_(g * g, alpha=1 - b2)
-        v = s["v"]
-        if o["amsgrad"]:
-            torch.maximum(s["v_hat"], v, out=s["v_hat"])
-            v = s["v_hat"]
-        w.add_((s["m"] * alpha) / (torch.sqrt(v) + o["epsilon"]), alpha=-1)
+        vhats = [s["v_hat"]] if o["amsgrad"] else None
+        adam_update(
+            [w],
+            [self.grad],
+            [s["m"]],
+            [s["v"]],
+            vhats,
+            alpha=[alpha],
+            beta_1=b1,
+            beta_2=b2,
+            epsilon=o["epsilon"],
+        )
 
     def _sgd(self) -> None:
-        o, g, w = self.options, self.grad, self.flat
+        o = self.options
         self.t.add_(1)
-        mom = o["momentum"]
-        if mom == 0:
-            w.add_(g * self.neg_lr)
-            return
-        m = self.state["m"]
-        m.mul_(mom).add_(g * self.neg_lr)
-        if o["nesterov"]:
-            w.add_(g * self.neg_lr)
-            w.add_(m, alpha=mom)
-        else:
-            w.add_(m)
+        bufs = [self.state["m"]] if o["momentum"] > 0 else None
+        sgd_update(
+            [self.flat],
+            [self.grad],
+            bufs,
+            lr=[self.lr],
+            momentum=o["momentum"],
+            nesterov=o["nesterov"],
+            neg_lr=[self.neg_lr],
+        )
 
     def _rmsprop(self) -> None:
-        o, s, g, w = self.options, self.state, self.grad, self.flat
+        o, s = self.options, self.state
         self.t.add_(1)
-        rho, mom = o["rho"], o["momentum"]
-        s["v"].mul_(rho).add_(g * g, alpha=1 - rho)
-        denominator = s["v"] + o["epsilon"]
-        if o["centered"]:
-            s["mg"].mul_(rho).add_(g, alpha=1 - rho)
-            denominator.add_(s["mg"] * s["mg"], alpha=-1)
-        denominator.sqrt_()
-        increment = (g * self.lr) / denominator
-        if mom > 0:
-            s["m"].mul_(mom).add_(increment)
-            w.add_(s["m"], alpha=-1)
-        else:
-            w.add_(increment, alpha=-1)
+        mgs = [s["mg"]] if o["centered"] else None
+        bufs = [s["m"]] if o["momentum"] > 0 else None
+        rmsprop_update(
+            [self.flat],
+            [self.grad],
+            [s["v"]],
+            mgs,
+            bufs,
+            lr=[self.lr],
+            rho=o["rho"],
+            momentum=o["momentum"],
+            epsilon=o["epsilon"],
+        )
 
     def mutable_state(self) -> list[torch.Tensor]:
         """Every tensor a step changes (for snapshots around CUDA-graph warm-up)."""
