@@ -36,8 +36,8 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from bnlab._validation import did_you_mean
 from bnlab.errors import ConfigError
+from bnlab.registry import Registry
 from bnlab.train.memory import prefers_stacked
 from bnlab.train.stacked import StackingError, iter_fit_stacked, stack_signature
 
@@ -173,18 +173,19 @@ class StackedEngine:
                     yield request, error
 
 
-_REGISTRY: dict[str, Any] = {"sequential": SequentialEngine(), "stacked": StackedEngine()}
+_REGISTRY = Registry("engine", {"sequential": SequentialEngine(), "stacked": StackedEngine()})
 
 #: The built-in engine classes by name.
 ENGINES = {"sequential": SequentialEngine, "stacked": StackedEngine}
 
 
 def register_engine(name: str, engine: Any) -> None:
-    """Make ``engine`` (an object with ``plan`` and ``train``) available as ``engine=name``."""
+    """Make ``engine`` (an object with ``plan`` and ``train``) available as ``engine=name``
+    (a name already registered is a ConfigError)."""
     for attribute in ("plan", "train"):
         if not callable(getattr(engine, attribute, None)):
             raise ConfigError(f"engine: {engine!r} has no {attribute}() method")
-    _REGISTRY[name] = engine
+    _REGISTRY.register(name, engine)
 
 
 def _engines() -> dict[str, Any]:
@@ -212,7 +213,7 @@ def get_engine(name: str, requests: Sequence = (), device: str = "cpu") -> Any:
                 return candidate
         return engines["sequential"]
     if name not in engines:
-        hint = did_you_mean(name, engines) if isinstance(name, str) else ""
+        hint = _REGISTRY.hint(name)
         known = ", ".join(["auto", *engines])
         raise ConfigError(f"engine: {name!r} is not available{hint}; engines: {known}")
     reason = _available(engines[name], device)
