@@ -111,7 +111,7 @@ TRAIN_PARAMS: tuple[Param, ...] = (
 
 PRECISIONS = ("float32", "tf32", "bf16")
 DROPOUT_RNG = ("per_run", "shared")
-KERNELS = ("stacked", "per_run")
+KERNELS = ("stacked", "per_run", "vmap")
 
 #: The stacked engine's options beyond ``fit``'s (see :func:`bnlab.train.stacked.fit_stacked`).
 STACK_PARAMS: tuple[Param, ...] = (

@@ -33,15 +33,16 @@ Evaluation feeds the *same* samples to every run: the input is shared (``C`` cha
 ``K*C``) until the first stacked layer, which expands it; a first convolution or dense layer
 reads the shared input directly with its ``K*O`` output channels (no ``K``-fold copy).
 
-Why not ``torch.func.vmap``? ``vmap`` over ``functional_call`` with
-``torch.func.stack_module_state`` does train a stack, and it does update BN buffers in place
-when they are stacked (batched) tensors. But bnlab's :class:`~bnlab.nn.BatchNorm` keeps
-``momentum``/``epsilon`` as Python floats of one module, so a stack of runs that differ in
-momentum (the question of seeds 000/001) cannot share it; per-run dropout generators cannot
-be expressed (``randomness="different"`` draws one stream); and the layout (channels-last,
-shared evaluation input) is not ours to choose. The hand-written stacked layers above are few,
-since the presets use few layer types; anything else makes :func:`stack_signature` raise
-:class:`StackingError` and the study runs it with the sequential engine.
+And ``torch.func.vmap``? ``kernels="vmap"`` (:class:`VmapModel`) runs ``vmap`` over
+``functional_call`` with ``torch.func.stack_module_state``: it stacks *any* module (a user's
+own architecture too, which the stacked layers refuse), and BN buffers update in place as
+stacked tensors. What it cannot hold is per-run Python settings: bnlab's
+:class:`~bnlab.nn.BatchNorm` keeps ``momentum``/``epsilon`` as floats of one module, so runs
+that differ in momentum (the question of seeds 000/001) need the stacked layers; per-run
+dropout generators cannot be expressed (``randomness="different"`` draws one stream). The
+hand-written stacked layers above are few, since the presets use few layer types; for
+anything else :func:`stack_signature` raises :class:`StackingError` (the study runs it
+sequentially) and ``kernels="vmap"`` is the way to stack it.
 
 Optimizers
 ----------
@@ -82,8 +83,9 @@ Modules
 ``batchnorm`` (the stacked layers), ``model`` (:class:`StackedModel`), ``optimizer``
 (:class:`StackedOptimizer`), ``evaluation`` (shared-input evaluation, exact BN statistics),
 ``config`` (arguments checked and data moved once), ``stack`` (one step, one epoch),
-``graphs`` (CUDA-graph capture), ``loop`` (the epoch loop of one chunk) and ``api`` (the
-public entry points).
+``graphs`` (CUDA-graph capture), ``loop`` (the epoch loop of one chunk), ``api`` (the
+public entry points) and ``vmap`` (:class:`VmapModel`: ``kernels="vmap"``, any torch module
+stacked with ``torch.func``; :func:`vmap_signature` says which models stack).
 """
 
 from __future__ import annotations
@@ -103,6 +105,7 @@ from bnlab.train.stacked.model import StackedModel
 from bnlab.train.stacked.optimizer import StackedOptimizer
 from bnlab.train.stacked.signature import CHANNELWISE, StackingError, stack_signature
 from bnlab.train.stacked.stack import _Stack
+from bnlab.train.stacked.vmap import VmapModel, vmap_signature
 
 __all__ = [
     "CHANNELWISE",
@@ -117,6 +120,7 @@ __all__ = [
     "StackedModel",
     "StackedOptimizer",
     "StackingError",
+    "VmapModel",
     "_Config",
     "_Data",
     "_Stack",
@@ -126,4 +130,5 @@ __all__ = [
     "iter_fit_stacked",
     "precise_stats_stacked",
     "stack_signature",
+    "vmap_signature",
 ]

@@ -75,7 +75,9 @@ def fit_stacked(
         gradient into a learning-rate-sized step, so kernels that sum in another order
         drift apart at the 1e-4 level within a few steps). ``"stacked"`` (CUDA default): one
         grouped convolution / batched matmul for the whole stack (same function, other
-        rounding).
+        rounding). ``"vmap"``: ``torch.func.vmap`` over the unmodified module
+        (:class:`~bnlab.train.stacked.VmapModel`): any architecture, a user's own module
+        included; runs must share BN momentum/epsilon and dropout rates.
     max_memory, chunk_size:
         Bytes the stack may use on the device (default: what is free) and an explicit upper
         bound on runs per stack; larger studies are trained in consecutive chunks

@@ -22,7 +22,10 @@ if TYPE_CHECKING:
 
 def epoch_logs(stack: _Stack) -> list[dict[str, float]]:
     """Read the epoch's training sums and run every evaluation: two host syncs."""
-    if stack.cfg.device.type == "cpu" and stack.cfg.kernels == "per_run":
+    # kernels="vmap" has no stacked BN layer to swap statistics in: fit's own evaluation.
+    if stack.cfg.kernels == "vmap" or (
+        stack.cfg.device.type == "cpu" and stack.cfg.kernels == "per_run"
+    ):
         return _logs_per_model(stack)
     cfg, d = stack.cfg, stack.data
     train = _train_table(stack)

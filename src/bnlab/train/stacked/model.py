@@ -11,7 +11,6 @@ from bnlab._validation import check_choice
 from bnlab.errors import ConfigError
 from bnlab.nn import BatchNorm
 from bnlab.nn.probe import leaf_shapes
-from bnlab.train.options import KERNELS
 from bnlab.train.stacked.batchnorm import StackedBatchNorm
 from bnlab.train.stacked.layers import (
     StackedConv2d,
@@ -60,7 +59,7 @@ class StackedModel(nn.Module):
         self.input_shape = tuple(input_shape)
         # Hooks fire in execution order: the last leaf's output is the logits.
         self.num_outputs = int(list(shapes.values())[-1][1][0])
-        self.kernels = check_choice("kernels", kernels, KERNELS)
+        self.kernels = check_choice("kernels", kernels, ("stacked", "per_run"))
         self.body = self._stack(models, "", shapes, dropout_generators)
 
     def _stack(self, models, prefix, shapes, generators) -> nn.Sequential:

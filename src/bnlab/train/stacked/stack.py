@@ -14,6 +14,7 @@ from bnlab.train.stacked.graphs import StepGraphs
 from bnlab.train.stacked.logs import epoch_logs
 from bnlab.train.stacked.model import StackedModel
 from bnlab.train.stacked.optimizer import StackedOptimizer
+from bnlab.train.stacked.vmap import VmapModel
 
 
 class _Stack:
@@ -34,13 +35,14 @@ class _Stack:
             self.aug_generators = [
                 torch.Generator(device=device).manual_seed(derive_seed(s, "augment")) for s in seeds
             ]
-        self.model = StackedModel(
+        model_class = VmapModel if cfg.kernels == "vmap" else StackedModel
+        self.model = model_class(
             models,
             input_shape=tuple(data.x_train.shape[1:]),
             dropout_generators=generators,
             kernels=cfg.kernels,
         ).to(device)
-        if cfg.channels_last:
+        if cfg.channels_last and model_class is StackedModel:  # vmap's weights are 5-D
             self.model.to(memory_format=torch.channels_last)
         self.opt = StackedOptimizer(cfg.optimizer, self.model, lrs, **cfg.optimizer_options)
         if opt_state is not None:
