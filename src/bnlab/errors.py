@@ -65,14 +65,5 @@ class DataError(BnlabError, ValueError):
     """Data that cannot be used: missing files, wrong shapes, bad labels, bad checksums."""
 
 
-class DivergedError(BnlabError, RuntimeError):
-    """A training run produced a NaN or infinite loss."""
-
-    def __init__(self, message: str, epoch: int | None = None, step: int | None = None):
-        super().__init__(message)
-        self.epoch = epoch
-        self.step = step
-
-
 class UnsafeFileError(BnlabError, ValueError):
     """A model file that could only be read by unpickling arbitrary code (refused)."""

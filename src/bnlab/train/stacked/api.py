@@ -11,7 +11,7 @@ from bnlab.errors import ConfigError
 from bnlab.train.history import History
 from bnlab.train.memory import estimate_memory, plan_chunks
 from bnlab.train.seeding import check_seed
-from bnlab.train.stacked.config import RunCallback, _data_bytes, _prepare
+from bnlab.train.stacked.config import RunCallback, _prepare
 from bnlab.train.stacked.loop import _train_stack
 from bnlab.train.threads import training_threads
 
@@ -136,8 +136,8 @@ def iter_fit_stacked(models: Sequence[nn.Module], dataset, *, seeds, **kw):
         max_memory=kw.get("max_memory"),
         chunk_size=kw.get("chunk_size"),
         optimizer=cfg.optimizer,
-        data_bytes=_data_bytes(data),
-        eval_rows=cfg.eval_rows or cfg.params["eval_batch_size"],
+        data_bytes=data.nbytes(),
+        eval_rows=cfg.params["eval_batch_size"],
         estimate=estimate,
     )
     start = 0

@@ -35,7 +35,6 @@ class _Config:
     optimizer: str
     optimizer_options: dict
     device: torch.device
-    class_weight: Any
     precise_eval: bool
     train_eval: bool
     augment: Any
@@ -45,7 +44,6 @@ class _Config:
     cuda_graphs: bool
     dropout_rng: str
     kernels: str
-    eval_rows: int | None
     progress: bool
     on_epoch_end: RunCallback | None
     params: dict = field(default_factory=dict)
@@ -121,7 +119,6 @@ def _prepare(models, dataset, seeds, **kw) -> tuple[_Config, _Data, list[float]]
         optimizer=optimizer,
         optimizer_options=options,
         device=device,
-        class_weight=checked["class_weight"],
         precise_eval=precise,
         train_eval=train_eval,
         augment=augmenter,
@@ -131,7 +128,6 @@ def _prepare(models, dataset, seeds, **kw) -> tuple[_Config, _Data, list[float]]
         cuda_graphs=bool(graphs),
         dropout_rng=dropout_rng,
         kernels=kernels,
-        eval_rows=None,
         progress=progress_enabled(checked["progress"]),
         on_epoch_end=callback,
         params={
@@ -159,7 +155,3 @@ def _prepare(models, dataset, seeds, **kw) -> tuple[_Config, _Data, list[float]]
         },
     )
     return cfg, data, lrs
-
-
-def _data_bytes(data: _Data) -> int:
-    return data.nbytes()

@@ -29,7 +29,7 @@ def epoch_logs(stack: _Stack) -> list[dict[str, float]]:
         return _logs_per_model(stack)
     cfg, d = stack.cfg, stack.data
     train = _train_table(stack)
-    rows = cfg.eval_rows or cfg.params["eval_batch_size"]
+    rows = cfg.params["eval_batch_size"]
     sets = {"val": (d.x_val, d.y_val)}
     if cfg.train_eval:
         sets["train_eval"] = (d.x_train, d.y_train)
@@ -95,7 +95,7 @@ def _logs_per_model(stack: _Stack) -> list[dict[str, float]]:
     cfg, d = stack.cfg, stack.data
     train = _train_table(stack).tolist()
     stack.model.unstack_into(stack.models)
-    rows = cfg.eval_rows or cfg.params["eval_batch_size"]
+    rows = cfg.params["eval_batch_size"]
     splits = {"train": (d.x_train, d.y_train), "val": (d.x_val, d.y_val)}
     if d.x_test is not None:
         splits["test"] = (d.x_test, d.y_test)
