@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from bnlab.errors import ConfigError
 from bnlab.nn import BatchNorm
+from bnlab.nn import functional as BF
 from bnlab.train.stacked.layers import _Penalty, _StackedLayer
 
 
@@ -82,26 +82,16 @@ class StackedBatchNorm(_StackedLayer):
                     "training mode; batch statistics need at least 2"
                 )
             if self.epsilon is not None:
-                mean = torch.zeros(kc, dtype=xc.dtype, device=xc.device)
-                var_u = torch.zeros(kc, dtype=xc.dtype, device=xc.device)
-                out = F.batch_norm(xc, mean, var_u, gamma, beta, True, 1.0, self.epsilon)
+                out, mean, var_u = BF.batch_norm_train(xc, gamma, beta, self.epsilon)
                 var_b = var_u * ((count - 1) / count)
-            else:
-                var_b, mean = torch.var_mean(xc, dim=[0, *range(2, xc.dim())], correction=0)
+            else:  # per-run epsilons: the composed formula with a per-channel epsilon
+                mean, var_b = BF.moments(xc, 1)
                 out = self._normalize(xc, mean, var_b, gamma, beta)
-                var_u = var_b * (count / (count - 1))
+                var_u = BF.bessel(var_b, count)
             self._update_moving(mean, var_u if self.variance == "unbiased" else var_b)
         elif self.epsilon is not None:
-            out = F.batch_norm(
-                xc,
-                self.moving_mean.to(xc.dtype),
-                self.moving_variance.to(xc.dtype),
-                gamma,
-                beta,
-                False,
-                0.0,
-                self.epsilon,
-            )
+            moving = (self.moving_mean.to(xc.dtype), self.moving_variance.to(xc.dtype))
+            out = BF.batch_norm_eval(xc, *moving, gamma, beta, self.epsilon)
         else:
             out = self._normalize(xc, self.moving_mean, self.moving_variance, gamma, beta)
         return out.to(in_dtype)
@@ -118,11 +108,10 @@ class StackedBatchNorm(_StackedLayer):
     def _update_moving(self, mean: torch.Tensor, var: torch.Tensor) -> None:
         """Keras's rule, ``moving = m * moving + (1 - m) * batch`` (``m`` = fraction kept)."""
         for moving, value in ((self.moving_mean, mean), (self.moving_variance, var)):
-            value = value.detach().to(moving.dtype)
             if self.momentum is not None:
-                moving.mul_(self.momentum).add_(value, alpha=1.0 - self.momentum)
-            else:
-                moving.mul_(self.keep).add_(value * self.take)
+                BF.ema_(moving, value, self.momentum)
+            else:  # per-run momenta: per-channel vectors of m and 1 - m
+                moving.mul_(self.keep).add_(value.detach().to(moving.dtype) * self.take)
         self.num_batches_tracked.add_(1)
 
     def regularization(self):

@@ -22,6 +22,12 @@ from bnlab.train.stacked.layers import (
 from bnlab.train.stacked.signature import StackingError, _flatten_kind, stack_signature
 
 
+def probe_sample(model: nn.Module, input_shape: tuple[int, ...]) -> torch.Tensor:
+    """Two zero samples on the model's device, in its dtype, for a dry shape probe."""
+    first = next(model.parameters())
+    return torch.zeros((2, *input_shape), device=first.device, dtype=first.dtype)
+
+
 class StackedModel(nn.Module):
     """``K`` models of one architecture as one module (see the module docstring for layout).
 
@@ -53,9 +59,7 @@ class StackedModel(nn.Module):
                     f"engine: model {i} differs from model 0 in more than values: {diff}"
                 )
         self.k = len(models)
-        first = next(models[0].parameters())
-        sample = torch.zeros((2, *input_shape), device=first.device, dtype=first.dtype)
-        shapes = leaf_shapes(models[0], sample)
+        shapes = leaf_shapes(models[0], probe_sample(models[0], input_shape))
         self.input_shape = tuple(input_shape)
         # Hooks fire in execution order: the last leaf's output is the logits.
         self.num_outputs = int(list(shapes.values())[-1][1][0])

@@ -31,6 +31,7 @@ from bnlab.nn import BatchNorm
 from bnlab.nn.probe import output_shape
 from bnlab.nn.regularizers import L1L2
 from bnlab.train.stacked.layers import _Penalty
+from bnlab.train.stacked.model import probe_sample
 from bnlab.train.stacked.signature import StackingError
 
 #: Python-float settings a vmapped module shares across runs (they are not tensors).
@@ -100,8 +101,7 @@ class VmapModel(nn.Module):
         self.k = len(models)
         self.input_shape = tuple(input_shape)
         first = next(models[0].parameters())
-        sample = torch.zeros((2, *input_shape), device=first.device, dtype=first.dtype)
-        self.num_outputs = int(output_shape(models[0], sample)[1])
+        self.num_outputs = int(output_shape(models[0], probe_sample(models[0], input_shape))[1])
         params, buffers = stack_module_state(list(models))
         self._param_names = list(params)
         self._buffer_names = list(buffers)
