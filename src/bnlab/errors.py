@@ -8,12 +8,15 @@ parameter (or field path), the value received and what is allowed.
 
 from __future__ import annotations
 
+import re
+
 
 class BnlabError(Exception):
     """Base class of every exception raised on purpose by bnlab."""
 
 
 _UNSET: object = object()
+_PARAM = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*(\[[^\]]*\])*")
 
 
 class ConfigError(BnlabError, ValueError):
@@ -34,6 +37,10 @@ class ConfigError(BnlabError, ValueError):
         allowed: str | None = None,
     ):
         super().__init__(message)
+        if param is None:
+            head = str(message).split(":", 1)[0]
+            if head != str(message) and _PARAM.fullmatch(head):
+                param = head
         self.param = param
         self.value = None if value is _UNSET else value
         self.has_value = value is not _UNSET
