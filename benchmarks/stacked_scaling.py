@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     from bnlab.data import load
     from bnlab.models import build
     from bnlab.train import seeded
-    from bnlab.train.engines import estimate_memory
+    from bnlab.train.memory import estimate_memory
 
     device = torch.device(args.device)
     name, options = PRESET_DATA[args.preset]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from bnlab.errors import ConfigError, DataError, DivergedError, UnsafeFileError
+from bnlab.errors import ConfigError, DataError, UnsafeFileError
 from bnlab.nn.batchnorm import BatchNorm
 from bnlab.nn.momentum import keras_to_torch_momentum, torch_to_keras_momentum
 
@@ -43,7 +43,6 @@ __all__ = [
     "BatchNorm",
     "ConfigError",
     "DataError",
-    "DivergedError",
     "UnsafeFileError",
     "keras_to_torch_momentum",
     "torch_to_keras_momentum",

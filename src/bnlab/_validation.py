@@ -28,7 +28,7 @@ def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
     if value not in choices:
         hint = did_you_mean(value, choices) if isinstance(value, str) else ""
         allowed = ", ".join(repr(c) for c in choices)
-        raise ConfigError(f"{name}: {value!r} is not one of {allowed}{hint}")
+        raise ConfigError.invalid(name, value, f"one of {allowed}", hint)
     return value
 
 
@@ -47,15 +47,15 @@ def check_number(
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (
         integer and not float(value).is_integer()
     ):
-        raise ConfigError(f"{name}: {value!r} is not {kind}")
+        raise ConfigError.invalid(name, value, kind)
     if not math.isfinite(value):
-        raise ConfigError(f"{name}: {value!r} is not a finite number")
+        raise ConfigError.invalid(name, value, "a finite number")
     lo_ok = low is None or (value >= low if low_inclusive else value > low)
     hi_ok = high is None or (value <= high if high_inclusive else value < high)
     if not (lo_ok and hi_ok):
         left = "(-inf" if low is None else ("[" if low_inclusive else "(") + f"{low:g}"
         right = "inf)" if high is None else f"{high:g}" + ("]" if high_inclusive else ")")
-        raise ConfigError(f"{name}: {value!r} is not in {left}, {right}")
+        raise ConfigError.invalid(name, value, f"in {left}, {right}")
     return int(value) if integer else value
 
 
@@ -71,5 +71,8 @@ def check_options(where: str, given: dict[str, Any], valid: Iterable[str]) -> No
         if key not in valid:
             raise ConfigError(
                 f"{where}: unknown option {key!r}{did_you_mean(key, valid)}; "
-                f"valid options are {', '.join(valid)}"
+                f"valid options are {', '.join(valid)}",
+                param=where,
+                value=key,
+                allowed=f"one of {', '.join(valid)}",
             )

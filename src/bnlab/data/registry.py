@@ -39,6 +39,7 @@ from bnlab.data.imagefolder import read_imagefolder
 from bnlab.data.named import read_named
 from bnlab.data.options import COMMON_OPTIONS, CommonOptions, finalize, parse_common
 from bnlab.errors import ConfigError, DataError
+from bnlab.registry import Registry
 
 Reader = Callable[[str | None, dict[str, Any], CommonOptions], RawData]
 
@@ -150,7 +151,7 @@ _ENTRIES = [
         takes_path=True,
     ),
 ]
-_REGISTRY = {e.name: e for e in _ENTRIES}
+_REGISTRY = Registry("name", {e.name: e for e in _ENTRIES})
 
 
 def datasets() -> list[str]:

@@ -6,9 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bnlab._validation import check_choice
 from bnlab.models.options import Option, resolve
 from bnlab.models.spec import Architecture
+from bnlab.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -34,15 +34,15 @@ class Preset:
         }
 
 
-PRESETS: dict[str, Preset] = {}
+#: Every preset by name (a :class:`bnlab.registry.Registry`).
+PRESETS = Registry("preset")
 
 
 def register(preset: Preset) -> Preset:
-    PRESETS[preset.name] = preset
-    return preset
+    """Add ``preset`` under its name (a name registered twice is a ConfigError)."""
+    return PRESETS.register(preset.name, preset)
 
 
 def get(name: str) -> Preset:
     """The preset called ``name``; ConfigError with did-you-mean otherwise."""
-    check_choice("preset", name, PRESETS)
-    return PRESETS[name]
+    return PRESETS.lookup(name)

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from bnlab.nn.probe import train_mode
+
 
 def _own_counts(module: nn.Module) -> tuple[int, int]:
     trainable = non_trainable = 0
@@ -86,17 +88,13 @@ def _output_shapes(
         if id(module) not in shapes and isinstance(output, torch.Tensor):
             shapes[id(module)] = (None, *output.shape[1:])
 
-    flags = [(m, m.training) for m in model.modules()]
     handles = [m.register_forward_hook(hook) for _, m in rows]
     try:
-        model.eval()
-        with torch.no_grad():
+        with train_mode(model, False), torch.no_grad():
             model(torch.zeros(2, *input_shape, device=device, dtype=dtype))
     finally:
         for h in handles:
             h.remove()
-        for m, flag in flags:
-            m.training = flag
     return shapes
 
 

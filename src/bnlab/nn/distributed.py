@@ -134,17 +134,17 @@ def all_reduce_pooled_moments(
     return out
 
 
-def pool_accumulators(accumulators) -> None:
-    """Replace each accumulator's ``count``/``mean``/``m2`` by the pooled ones of every process.
+def pool_accumulators(moments, layers) -> None:
+    """Replace each :class:`bnlab.nn.moments.PooledMoments` state by the pooled one of every process.
 
     The hook :func:`bnlab.nn.precise_bn_stats` calls under a process group, before writing
-    the statistics; accumulators hold one BN layer each (``.layer``), in model order. A
-    layer no process saw keeps ``mean = None`` (nothing is written).
+    the statistics; ``moments[i]`` holds what BN layer ``layers[i]`` saw here, in model order.
+    A layer no process saw keeps ``mean = None`` (nothing is written).
     """
     pooled = all_reduce_pooled_moments(
-        [(a.count, a.mean, a.m2) for a in accumulators],
-        [a.layer.running_mean for a in accumulators],
+        [(m.count, m.mean, m.m2) for m in moments],
+        [layer.running_mean for layer in layers],
     )
-    for a, (count, mean, m2) in zip(accumulators, pooled, strict=True):
+    for m, (count, mean, m2) in zip(moments, pooled, strict=True):
         if count > 0:
-            a.count, a.mean, a.m2 = count, mean, m2
+            m.count, m.mean, m.m2 = count, mean, m2

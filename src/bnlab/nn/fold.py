@@ -17,7 +17,6 @@ is left as it is and listed in the report with the reason.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
 
 import torch
 from torch import fx, nn
@@ -25,20 +24,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 
 from bnlab.nn.batchnorm import BatchNorm
+from bnlab.nn.fold_report import FoldReport
 
 _LINEAR = (nn.Linear,)
-
-
-@dataclass
-class FoldReport:
-    """What :func:`fold_bn` did: ``folded`` (BN name, layer it went into), ``left`` (BN, why)."""
-
-    folded: list[tuple[str, str]] = field(default_factory=list)
-    left: list[tuple[str, str]] = field(default_factory=list)
-
-    def lines(self) -> list[str]:
-        out = [f"folded {bn} into {into}" for bn, into in self.folded]
-        return out + [f"left {bn}: {why}" for bn, why in self.left]
 
 
 def _is_bn(m: nn.Module) -> bool:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from bnlab.errors import ConfigError
-from bnlab.nn.fold import FoldReport
+from bnlab.nn.fold_report import FoldReport
 
 
 def _numpy(variable) -> np.ndarray:

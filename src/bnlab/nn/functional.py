@@ -43,6 +43,15 @@ def channels_back(y: torch.Tensor, axis: int) -> torch.Tensor:
     return y if axis == 1 else y.movedim(1, axis)
 
 
+def is_batched(x: torch.Tensor) -> bool:
+    """True inside ``torch.func.vmap`` for a tensor that carries the vmapped dimension.
+
+    The functions below are vmap-safe: where a fused kernel would write an unbatched scratch
+    buffer in place (which vmap refuses), they take an equivalent stateless path instead.
+    """
+    return bool(torch._C._functorch.is_batchedtensor(x))
+
+
 def reduction_dims(ndim: int, axis: int) -> list[int]:
     """Every dimension of an ``ndim``-dimensional tensor except the channel axis."""
     return [d for d in range(ndim) if d != axis]
@@ -104,6 +113,13 @@ def batch_norm_train(
     ``var_mean`` and element-wise ops); the statistics come out of it in the form torch's
     running average takes, the unbiased variance.
     """
+    if is_batched(xc):
+        # Inside torch.func.vmap the kernel cannot write unbatched scratch buffers: the same
+        # output from the stateless kernel, the statistics from var_mean (same quantities).
+        out = F.batch_norm(xc, None, None, weight, bias, True, 0.0, epsilon)
+        with torch.no_grad():
+            var, mean = torch.var_mean(xc, dim=reduction_dims(xc.dim(), 1), correction=1)
+        return out, mean, var
     channels = xc.shape[1]
     # Scratch "running" buffers with torch momentum 1.0: the kernel overwrites them with
     # exactly this batch's mean and unbiased variance.

@@ -7,14 +7,15 @@ Johnson, "Rethinking Batch in BatchNorm", 2021; fvcore's ``update_bn_stats``).
 
 bnlab's estimator is exact rather than fvcore's average of per-batch variances: per channel,
 the mean over all values seen and the pooled variance ``E[(x - mean)^2]`` over all of them
-(batches weighted by their number of values, combined with Chan's formula), the same numbers
-as concatenating the data into one batch.
+(:class:`bnlab.nn.moments.PooledMoments`: batches weighted by their number of values,
+combined with Chan's formula), the same numbers as concatenating the data into one batch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -22,35 +23,26 @@ from torch import nn
 from bnlab._validation import check_positive_int
 from bnlab.errors import ConfigError
 from bnlab.nn import distributed
-from bnlab.nn import functional as BF
 from bnlab.nn.batchnorm import BatchNorm
+from bnlab.nn.moments import PooledMoments
+from bnlab.nn.probe import train_mode
 from bnlab.nn.surgery import find_bn_layers
 
 
 class _Accumulator:
-    """Per-channel pooled count / mean / M2 of one layer's inputs, in float64."""
+    """One layer's inputs pooled by :class:`bnlab.nn.moments.PooledMoments` (each batch
+    reduced in at least float32, pooled in float64), written into the layer at the end."""
 
     def __init__(self, layer: nn.Module):
         self.layer = layer
-        self.count = 0
-        self.mean: torch.Tensor | None = None
-        self.m2: torch.Tensor | None = None
+        self.moments = PooledMoments(reduce_dtype=torch.float32)
 
     def axis(self, x: torch.Tensor) -> int:
         return self.layer._channel_axis(x) if isinstance(self.layer, BatchNorm) else 1
 
     def hook(self, module: nn.Module, args) -> None:
-        x = args[0].detach()
-        axis = self.axis(x)
-        mean, var = BF.moments(x.to(torch.promote_types(x.dtype, torch.float32)), axis)
-        n = x.numel() // x.shape[axis]
-        mean, m2 = mean.double(), var.double() * n
-        if self.mean is None:
-            self.count, self.mean, self.m2 = n, mean, m2
-        else:
-            self.count, self.mean, self.m2 = BF.merge_moments(
-                self.count, self.mean, self.m2, n, mean, m2
-            )
+        x = args[0]
+        self.moments.update(x, self.axis(x))
 
     def unbiased(self) -> bool:
         if isinstance(self.layer, BatchNorm):
@@ -59,12 +51,11 @@ class _Accumulator:
 
     @torch.no_grad()
     def write(self) -> None:
-        layer = self.layer
-        if self.mean is None:
+        layer, moments = self.layer, self.moments
+        if moments.mean is None:
             return
-        divisor = self.count - 1 if self.unbiased() and self.count > 1 else self.count
-        var = self.m2 / divisor
-        layer.running_mean.copy_(self.mean.to(layer.running_mean.dtype))
+        var = moments.variance(self.unbiased())
+        layer.running_mean.copy_(moments.mean.to(layer.running_mean.dtype))
         layer.running_var.copy_(var.to(layer.running_var.dtype))
         if isinstance(layer, BatchNorm) and layer.renorm:
             # Keras derives the inference variance from moving_stddev = sqrt(var + epsilon).
@@ -184,7 +175,6 @@ def precise_bn_stats(model: nn.Module, batches: Iterable, *, max_batches: int | 
     layers = _measured_layers(model)
     accumulators = [_Accumulator(m) for m in layers]
     device = _device(model)
-    flags = [(m, m.training) for m in model.modules()]
     saved = {
         id(m): [t.clone() for t in (m.running_mean, m.running_var, m.num_batches_tracked)]
         for m in layers
@@ -193,8 +183,7 @@ def precise_bn_stats(model: nn.Module, batches: Iterable, *, max_batches: int | 
     hooks = [a.layer.register_forward_pre_hook(a.hook) for a in accumulators]
     restore_other_buffers = snapshot_other_buffers(model, layers)
     seen = 0
-    try:
-        model.eval()
+    with train_mode(model, False), _restored(layers, saved, hooks, restore_other_buffers):
         for m in layers:
             m.train()
             if isinstance(m, BatchNorm):
@@ -203,6 +192,22 @@ def precise_bn_stats(model: nn.Module, batches: Iterable, *, max_batches: int | 
             seen += x.shape[0]
             if accumulators:
                 model(x.to(device) if device is not None else x)
+    if distributed.process_group_active():  # each process saw its shard: pool them exactly
+        distributed.pool_accumulators([a.moments for a in accumulators], layers)
+    for a in accumulators:
+        a.write()
+    return seen
+
+
+@contextlib.contextmanager
+def _restored(
+    layers: list[nn.Module], saved: dict, hooks: list, restore_other_buffers: Callable[[], None]
+) -> Iterator[None]:
+    """On exit: hooks removed, bnlab layers out of their statistics pass, torch layers'
+    buffers and ``num_batches_tracked`` as they were (the new statistics come after), every
+    other module's buffers as they were."""
+    try:
+        yield
     finally:
         restore_other_buffers()
         for h in hooks:
@@ -217,10 +222,3 @@ def precise_bn_stats(model: nn.Module, batches: Iterable, *, max_batches: int | 
                     strict=True,
                 ):
                     t.copy_(old)
-        for m, flag in flags:
-            m.training = flag
-    if distributed.process_group_active():  # each process saw its shard: pool them exactly
-        distributed.pool_accumulators(accumulators)
-    for a in accumulators:
-        a.write()
-    return seen

@@ -29,12 +29,14 @@ from collections.abc import Callable
 
 from torch import nn
 
-from bnlab._validation import check_choice, check_options
+from bnlab._validation import check_options
 from bnlab.errors import ConfigError
 from bnlab.nn.batchnorm import BatchNorm
 from bnlab.nn.norms import GroupNorm, InstanceNorm, LayerNorm
+from bnlab.registry import Registry
 
-NORM_KINDS: dict[str, Callable[..., nn.Module]] = {}
+#: Every normalization kind by name (a :class:`bnlab.registry.Registry`).
+NORM_KINDS = Registry("norm")
 
 #: Keys of batch norm that batch-independent kinds accept and ignore.
 BN_ONLY_KEYS = frozenset({"momentum", "variance"})
@@ -48,11 +50,7 @@ def register_norm(name: str):
     The factory validates its own keyword options (raising :class:`ConfigError`).
     """
 
-    def wrap(factory):
-        NORM_KINDS[name] = factory
-        return factory
-
-    return wrap
+    return NORM_KINDS.register(name)
 
 
 def _accept(kind: str, kw: dict, valid, ignored=frozenset()) -> dict:
@@ -105,14 +103,31 @@ def _instance(num_features: int, **kw) -> nn.Module:
     return InstanceNorm(num_features, **_accept("instance", kw, _CHANNEL_KEYS, BN_ONLY_KEYS))
 
 
-def make_norm(kind: str, num_features: int, **kw) -> nn.Module:
+def make_norm(kind: str | Callable[..., nn.Module], num_features: int, **kw) -> nn.Module:
     """Build the normalization layer ``kind`` for ``num_features`` channels.
 
-    See the module docstring for the kinds and the options each takes. ``momentum`` is
-    Keras's (fraction kept) wherever it applies.
+    ``kind`` is a registered name (see the module docstring for the kinds and the options
+    each takes; ``momentum`` is Keras's, the fraction kept, wherever it applies), or, as
+    timm's ``create_norm_layer`` takes it, a class or ``functools.partial`` called with
+    ``num_features`` and ``**kw`` (e.g. ``torch.nn.BatchNorm2d`` or
+    ``partial(bnlab.BatchNorm, momentum=0.9)``).
     """
-    check_choice("norm", kind, NORM_KINDS)
-    return NORM_KINDS[kind](num_features, **kw)
+    if not isinstance(kind, str) and callable(kind):
+        try:
+            # By keyword where the factory names it (bnlab.BatchNorm's first positional
+            # argument is Keras's momentum); positionally otherwise, as timm calls it.
+            if "num_features" in inspect.signature(kind).parameters:
+                return kind(num_features=num_features, **kw)
+            return kind(num_features, **kw)
+        except TypeError as error:
+            raise ConfigError(
+                f"norm: {kind!r} cannot be built as {getattr(kind, '__name__', 'it')}"
+                f"(num_features, **{sorted(kw)}) ({error})",
+                param="norm",
+                value=kind,
+                allowed="a name, or a class/partial taking (num_features, **options)",
+            ) from None
+    return NORM_KINDS.lookup(kind)(num_features, **kw)
 
 
 def norm_kinds() -> list[str]:

@@ -23,21 +23,23 @@ A *request* is a :class:`bnlab.study.jobs.RunRequest`: engines read ``seed``, ``
 ``model_options``, ``fit_options`` and ``data_key``, and build each run's initial model with
 ``request.build()`` so that every engine starts a run from the same weights.
 
-Built in: ``sequential`` (one :func:`bnlab.train.fit` per run). Other engines come from
-:func:`register_engine` or, lazily, from a mapping ``ENGINES = {name: engine}`` in the module
-``bnlab.train.engines`` when that module exists (that is where the stacked engine plugs in
-without :mod:`bnlab.train` importing :mod:`bnlab.study`). ``engine="auto"`` takes the first
-registered engine whose ``preferred(...)`` says yes, else ``sequential``.
+Built in: ``sequential`` (one :func:`bnlab.train.fit` per run) and ``stacked`` (each group
+of runs with one architecture trained as one stack by :func:`bnlab.train.stacked.iter_fit_stacked`;
+the memory plan and the ``auto`` rule are :mod:`bnlab.train.memory`'s). Other engines come from
+:func:`register_engine`. ``engine="auto"`` takes the first registered engine whose
+``preferred(...)`` says yes, else ``sequential``.
 """
 
 from __future__ import annotations
 
-import importlib
+import json
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from bnlab._validation import did_you_mean
 from bnlab.errors import ConfigError
+from bnlab.registry import Registry
+from bnlab.train.memory import prefers_stacked
+from bnlab.train.stacked import StackingError, iter_fit_stacked, stack_signature
 
 EpochHook = Callable[[Any, int, dict], None]
 
@@ -83,29 +85,112 @@ def _bind(hook: EpochHook, request) -> Callable[[int, dict], None]:
     return lambda epoch, logs: hook(request, epoch, logs)
 
 
-_REGISTRY: dict[str, Any] = {"sequential": SequentialEngine()}
+#: Fit options a stack may hold per run; every other fit option must be equal in a group.
+PER_RUN_FIT_OPTIONS = ("lr",)
+
+
+def _group_key(request, signature: tuple) -> str:
+    shared = {k: v for k, v in request.fit_options.items() if k not in PER_RUN_FIT_OPTIONS}
+    return json.dumps([request.preset, repr(signature), shared], sort_keys=True, default=str)
+
+
+class StackedEngine:
+    """The study engine ``"stacked"``: each group of runs with one architecture and equal
+    training settings (learning rates may differ) is trained by
+    :func:`bnlab.train.stacked.iter_fit_stacked`.
+
+    Runs whose model cannot be stacked (:class:`~bnlab.train.stacked.StackingError`) form
+    groups of one, trained by the same engine as a stack of one.
+    """
+
+    name = "stacked"
+
+    def __init__(self) -> None:
+        self._signatures: dict[str, Any] = {}
+
+    def available(self, device: str) -> str | None:
+        return None
+
+    def _signature(self, request) -> Any:
+        key = json.dumps([request.preset, request.model_options], sort_keys=True, default=str)
+        if key not in self._signatures:
+            model = request.build()
+            try:
+                self._signatures[key] = stack_signature(model)
+            except StackingError as error:
+                self._signatures[key] = error
+        return self._signatures[key]
+
+    def plan(self, requests: Sequence) -> list[list]:
+        groups: dict[str, list] = {}
+        singles = []
+        for request in requests:
+            signature = self._signature(request)
+            if isinstance(signature, Exception):
+                singles.append([request])
+                continue
+            groups.setdefault(_group_key(request, signature), []).append(request)
+        return [*groups.values(), *singles]
+
+    def preferred(self, requests: Sequence, device: str) -> bool:
+        """``auto``: stacked when most runs sit in groups that :func:`prefers_stacked`."""
+        if not requests:
+            return False
+        stacked = 0
+        for group in self.plan(requests):
+            model = group[0].build()
+            batch = int(group[0].fit_options.get("batch_size", 32))
+            if prefers_stacked(model, runs=len(group), batch_size=batch, device=device):
+                stacked += len(group)
+        return stacked * 2 > len(requests)
+
+    def train(
+        self, group: Sequence, dataset, *, device: str, on_epoch_end: Callable | None = None
+    ) -> Iterator[tuple[Any, Any]]:
+        group = list(group)
+        finished: set[int] = set()
+        try:
+            models = [request.build() for request in group]
+            options = dict(group[0].fit_options)
+            options["lr"] = [request.fit_options.get("lr") for request in group]
+            hook = None
+            if on_epoch_end is not None:
+                hook = lambda run, epoch, logs: on_epoch_end(group[run], epoch, logs)  # noqa: E731
+            for run, history in iter_fit_stacked(
+                models,
+                dataset,
+                seeds=[r.seed for r in group],
+                device=device,
+                progress=False,
+                on_epoch_end=hook,
+                **options,
+            ):
+                finished.add(run)
+                yield group[run], history
+        except Exception as error:  # the stack failed: report it for every run not finished
+            for run, request in enumerate(group):
+                if run not in finished:
+                    yield request, error
+
+
+_REGISTRY = Registry("engine", {"sequential": SequentialEngine(), "stacked": StackedEngine()})
+
+#: The built-in engine classes by name.
+ENGINES = {"sequential": SequentialEngine, "stacked": StackedEngine}
 
 
 def register_engine(name: str, engine: Any) -> None:
-    """Make ``engine`` (an object with ``plan`` and ``train``) available as ``engine=name``."""
+    """Make ``engine`` (an object with ``plan`` and ``train``) available as ``engine=name``
+    (a name already registered is a ConfigError)."""
     for attribute in ("plan", "train"):
         if not callable(getattr(engine, attribute, None)):
             raise ConfigError(f"engine: {engine!r} has no {attribute}() method")
-    _REGISTRY[name] = engine
+    _REGISTRY.register(name, engine)
 
 
 def _engines() -> dict[str, Any]:
-    """Registered engines plus those of ``bnlab.train.engines.ENGINES`` (when it exists)."""
-    found = dict(_REGISTRY)
-    try:
-        module = importlib.import_module("bnlab.train.engines")
-    except ModuleNotFoundError as error:
-        if error.name != "bnlab.train.engines":
-            raise
-        return found
-    for name, engine in dict(getattr(module, "ENGINES", {})).items():
-        found.setdefault(name, engine() if isinstance(engine, type) else engine)
-    return found
+    """Every registered engine by name."""
+    return dict(_REGISTRY)
 
 
 def engine_names() -> list[str]:
@@ -128,14 +213,9 @@ def get_engine(name: str, requests: Sequence = (), device: str = "cpu") -> Any:
                 return candidate
         return engines["sequential"]
     if name not in engines:
-        hint = did_you_mean(name, engines) if isinstance(name, str) else ""
+        hint = _REGISTRY.hint(name)
         known = ", ".join(["auto", *engines])
-        extra = (
-            "; the stacked engine is not installed in this version of bnlab"
-            if name == "stacked"
-            else ""
-        )
-        raise ConfigError(f"engine: {name!r} is not available{hint}; engines: {known}{extra}")
+        raise ConfigError(f"engine: {name!r} is not available{hint}; engines: {known}")
     reason = _available(engines[name], device)
     if reason is not None:
         raise ConfigError(f"engine: {name!r} cannot run on device {device!r}: {reason}")

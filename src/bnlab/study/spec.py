@@ -67,7 +67,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from bnlab._validation import did_you_mean
@@ -92,7 +100,14 @@ def _custom(message: str) -> PydanticCustomError:
 
 
 class TrainSpec(_Strict):
-    """The ``[train]`` table: keyword arguments of :func:`bnlab.train.fit`."""
+    """The ``[train]`` table: keyword arguments of :func:`bnlab.train.fit`.
+
+    Each value is checked first by ``fit``'s own declaration of the option
+    (:mod:`bnlab.train.options`), so a spec refuses what ``fit`` refuses with ``fit``'s words
+    behind the field path (``train.epochs: 0 is not >= 1``). One rule is the spec's own: a
+    study refuses ``lr = 0`` (``fit`` accepts it to evaluate frozen weights; a study of
+    networks that never move measures nothing).
+    """
 
     epochs: int = Field(ge=1)
     batch_size: int = Field(32, ge=1)
@@ -103,9 +118,24 @@ class TrainSpec(_Strict):
     precise_eval: bool = False
     augment: dict[str, Any] | None = None
 
+    @field_validator(
+        "epochs",
+        "batch_size",
+        "optimizer",
+        "lr",
+        "optimizer_options",
+        "precise_eval",
+        "augment",
+        mode="before",
+    )
+    @classmethod
+    def _declared(cls, value: Any, info: ValidationInfo) -> Any:
+        return _check_declared(info.field_name, value)
+
     @field_validator("class_weight", mode="before")
     @classmethod
     def _class_weight(cls, value: Any) -> Any:
+        _check_declared("class_weight", value)
         if value is None or value == "balanced":
             return value
         if isinstance(value, dict):
@@ -125,6 +155,18 @@ class TrainSpec(_Strict):
         if isinstance(out["class_weight"], dict):
             out["class_weight"] = {int(k): v for k, v in out["class_weight"].items()}
         return out
+
+
+def _check_declared(name: str, value: Any) -> Any:
+    """``value`` checked by ``fit``'s declaration of option ``name`` (returned unchanged, as
+    the spec records what was written)."""
+    from bnlab.train.options import check_option
+
+    try:
+        check_option(name, value)
+    except ConfigError as error:
+        raise _custom(error.detail.removeprefix(": ")) from None
+    return value
 
 
 class ModelSpec(BaseModel):
@@ -595,13 +637,18 @@ def _check_variant(variant: Variant) -> None:
             return None
         return variant.sources.get(f"train.{key}", f"train.{key}")
 
+    def optimizer_path(key: str) -> str | None:
+        # The optimizer's own options (beta_1, momentum, ...) sit in optimizer_options.
+        return train_path(key) or f"{train_path('optimizer_options')}.{key}"
+
+    def augment_path(key: str) -> str | None:
+        return train_path(key) if key == "augment" else f"{train_path('augment')}.{key}"
+
     try:
         with torch.device("meta"):  # checks every option and shape without allocating weights
             net = models.build(variant.preset, **variant.model_options)
     except ConfigError as error:
-        raise ConfigError(
-            _rename(str(error), model_path, _section_path(variant, "model"))
-        ) from None
+        raise ConfigError(_rename(error, model_path, _section_path(variant, "model"))) from None
     train = variant.train
     if train.batch_size < 2 and uses_batch_statistics(net):
         raise ConfigError(
@@ -617,15 +664,11 @@ def _check_variant(variant: Variant) -> None:
             **train.optimizer_options,
         )
     except ConfigError as error:
-        raise ConfigError(
-            _rename(str(error), train_path, _section_path(variant, "train"))
-        ) from None
+        raise ConfigError(_rename(error, optimizer_path, _section_path(variant, "train"))) from None
     try:
         Augmenter.from_options(train.augment)
     except ConfigError as error:
-        text, path = str(error), train_path("augment")
-        text = text[len("augment") :] if text.startswith("augment") else f".{text}"
-        raise ConfigError(f"{path}{text}") from None
+        raise ConfigError(_rename(error, augment_path, train_path("augment"))) from None
 
 
 def _section_path(variant: Variant, section: str) -> str:
@@ -636,11 +679,17 @@ def _section_path(variant: Variant, section: str) -> str:
     return section
 
 
-def _rename(message: str, path_of, fallback: str) -> str:
-    """Prefix a ConfigError message ``key: ...`` with the field path of ``key``."""
-    match = re.match(r"^([A-Za-z_][A-Za-z0-9_]*)", message)
-    key = match.group(1) if match else ""
-    path = path_of(key) if match else None
-    if path is not None and message[len(key) : len(key) + 1] in (":", "[", " "):
-        return path + message[len(key) :]
-    return f"{fallback}: {message}"
+def _rename(error: ConfigError, path_of, fallback: str) -> str:
+    """The message of ``error`` addressed to the field path of its parameter.
+
+    ``path_of(key)`` maps the parameter's leading name to its field path (or ``None``); the
+    rest of the parameter (``[1]``, `` (sgd)``) is kept. An error raised without a
+    ``param`` field (a message about several settings) is put under ``fallback``.
+    """
+    if error.param is None:
+        return f"{fallback}: {error}"
+    head = re.split(r"[ .\[]", error.param, maxsplit=1)[0]
+    path = path_of(head)
+    if path is None:
+        return f"{fallback}: {error}"
+    return str(error.at(path + error.param[len(head) :]))

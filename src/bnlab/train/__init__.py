@@ -14,8 +14,9 @@ from typing import Any
 
 from bnlab.train.batching import batch_order, batch_sizes
 from bnlab.train.class_weight import balanced_class_weight, resolve_class_weight
+from bnlab.train.devices import resolve_device
 from bnlab.train.evaluation import evaluate, precise_copy
-from bnlab.train.fit import fit, resolve_device
+from bnlab.train.fit import fit
 from bnlab.train.history import History
 from bnlab.train.losses import data_loss, num_correct, per_sample_loss
 from bnlab.train.optimizers import KerasAdam, KerasRMSprop, KerasSGD, make_optimizer

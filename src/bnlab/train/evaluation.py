@@ -9,9 +9,7 @@ the result does not depend on the evaluation batch size (up to float rounding).
 
 from __future__ import annotations
 
-import contextlib
 import copy
-from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -19,6 +17,7 @@ from torch import nn
 from bnlab._validation import check_positive_int
 from bnlab.errors import DataError
 from bnlab.nn import regularization_loss
+from bnlab.nn.probe import train_mode
 from bnlab.nn.surgery import find_bn_layers
 from bnlab.train.losses import num_correct, per_sample_loss
 
@@ -27,16 +26,10 @@ from bnlab.train.losses import num_correct, per_sample_loss
 _EVAL_INPUT_BUDGET = 1 << 26
 
 
-@contextlib.contextmanager
-def mode(model: nn.Module, training: bool) -> Iterator[nn.Module]:
-    """Put every module in training or inference mode; restore each flag on exit."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.train(training)
-    try:
-        yield model
-    finally:
-        for m, flag in flags:
-            m.training = flag
+def mode(model: nn.Module, training: bool):
+    """Put every module in training or inference mode; restore each flag on exit
+    (:func:`bnlab.nn.probe.train_mode`)."""
+    return train_mode(model, training)
 
 
 def batchnorm_layers(model: nn.Module) -> list[nn.Module]:

@@ -32,21 +32,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from bnlab._validation import check_choice, check_positive_int
-from bnlab.errors import ConfigError, DataError
+from bnlab.errors import ConfigError
 from bnlab.train.batching import batch_order, batch_sizes
-from bnlab.train.class_weight import describe, resolve_class_weight
+from bnlab.train.class_weight import describe
+from bnlab.train.devices import resolve_device
 from bnlab.train.evaluation import (
     epoch_metrics,
     eval_batch_size,
     mode,
-    uses_batch_statistics,
 )
 from bnlab.train.history import History
-from bnlab.train.layout import model_layout, to_layout, wants_channels_last
-from bnlab.train.optimizers import OptimizerSpec, make_optimizer, optimizer_name, resolve_lr
+from bnlab.train.layout import model_layout
+from bnlab.train.optimizers import OptimizerSpec, make_optimizer, optimizer_name
+from bnlab.train.options import check_train_options, resolve_lr
+from bnlab.train.prepare import prepare_data, resolve_augment
 from bnlab.train.progress import EpochProgress, progress_enabled
-from bnlab.train.seeding import check_seed, derive_seed
+from bnlab.train.seeding import derive_seed
 from bnlab.train.step import train_step
 from bnlab.train.threads import macs_per_step, training_threads
 
@@ -131,74 +132,46 @@ def fit(
         NCHW elsewhere (:mod:`bnlab.train.layout`); ``True``/``False`` force it. The model is
         handed back in the layout it came in. Numbers agree with NCHW up to float rounding.
     """
-    epochs = check_positive_int("epochs", epochs)
-    batch_size = check_positive_int("batch_size", batch_size)
-    seed = check_seed(seed)
-    lr = resolve_lr(optimizer, lr)
-    if not isinstance(precise_eval, bool):
-        raise ConfigError(f"precise_eval: {precise_eval!r} is not True or False")
-    if not isinstance(train_eval, bool):
-        raise ConfigError(f"train_eval: {train_eval!r} is not True or False")
-    if on_epoch_end is not None and not callable(on_epoch_end):
-        raise ConfigError(f"on_epoch_end: {on_epoch_end!r} is not callable")
-    if optimizer_options is not None and not isinstance(optimizer_options, dict):
-        raise ConfigError(f"optimizer_options: {optimizer_options!r} is not a dict")
-    if loss_epsilon is not None and not (
-        isinstance(loss_epsilon, float) and 0 < loss_epsilon < 0.5
-    ):
-        raise ConfigError(f"loss_epsilon: {loss_epsilon!r} is not None or a float in (0, 0.5)")
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model: {type(model).__name__} is not a torch.nn.Module")
+    options = check_train_options(
+        {
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "optimizer": optimizer,
+            "lr": lr,
+            "seed": seed,
+            "device": device,
+            "class_weight": class_weight,
+            "precise_eval": precise_eval,
+            "train_eval": train_eval,
+            "augment": augment,
+            "progress": progress,
+            "on_epoch_end": on_epoch_end,
+            "optimizer_options": optimizer_options,
+            "loss_epsilon": loss_epsilon,
+            "channels_last": channels_last,
+        }
+    )
+    epochs, batch_size, seed = options["epochs"], options["batch_size"], options["seed"]
+    lr = resolve_lr(optimizer, lr)
     show_progress = progress_enabled(progress)
     device = resolve_device(device)
-
-    x_train, y_train = _checked_split(dataset, "train")
-    if dataset.x_val is not None:
-        val_source = "validation"
-        x_val, y_val = _checked_split(dataset, "val")
-    else:
-        val_source = "test"
-        x_val, y_val = _checked_split(dataset, "test")
-    n_train = x_train.shape[0]
-    if uses_batch_statistics(model):
-        if batch_size < 2:
-            raise ConfigError(
-                f"batch_size: {batch_size} is not >= 2; the model has BatchNorm layers in "
-                "training mode, whose batch statistics need at least 2 samples"
-            )
-        if n_train < 2:
-            raise DataError(
-                f"x_train: {n_train} sample is not enough for a model with BatchNorm layers "
-                "in training mode (batch statistics need at least 2 samples)"
-            )
-
-    model.to(device)
-    # Inputs take the model's floating dtype (a float64 model trains on float32 data).
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
-    x_train = x_train.to(device, dtype)
-    nhwc = wants_channels_last(channels_last, model, x_train, device)
-    x_train, y_train = to_layout(x_train, nhwc), y_train.to(device)
-    x_val, y_val = to_layout(x_val.to(device, dtype), nhwc), y_val.to(device)
-    x_test, y_test = (None, None)
-    if val_source == "validation":
-        x_test, y_test = _checked_split(dataset, "test")
-        x_test, y_test = to_layout(x_test.to(device, dtype), nhwc), y_test.to(device)
-
-    num_outputs = _probe_outputs(model, x_train)
-    num_classes = 2 if num_outputs == 1 else num_outputs
-    val_name = "y_val" if val_source == "validation" else "y_test"
-    for name, y in (("y_train", y_train), (val_name, y_val), ("y_test", y_test)):
-        _check_labels(name, y, num_classes)
-    weights = resolve_class_weight(class_weight, y_train, num_classes)
-    if weights is not None:
-        weights = weights.to(device)
+    data = prepare_data(
+        [model],
+        dataset,
+        batch_size=batch_size,
+        device=device,
+        class_weight=class_weight,
+        channels_last=channels_last,
+    )
+    x_train, y_train, weights = data.x_train, data.y_train, data.weights
+    n_train, nhwc, num_outputs = data.num_train, data.channels_last, data.num_outputs
 
     opt = make_optimizer(optimizer, model.parameters(), lr, **(optimizer_options or {}))
-    augmenter = _resolve_augment(augment)
+    augmenter = resolve_augment(augment)
     eval_bs = eval_batch_size(batch_size, x_train[0].numel(), device)
-    splits = {"train": (x_train, y_train), "val": (x_val, y_val)}
-    if x_test is not None:
-        splits["test"] = (x_test, y_test)
+    splits = data.splits()
     history = History(
         params={
             "epochs": epochs,
@@ -213,10 +186,10 @@ def fit(
             "precise_eval": precise_eval,
             "train_eval": train_eval,
             "augment": None if augmenter is None else augmenter.to_options(),
-            "val_source": val_source,
+            "val_source": data.val_source,
             "task": "binary" if num_outputs == 1 else "multiclass",
             "num_train": n_train,
-            "num_val": int(x_val.shape[0]),
+            "num_val": int(data.x_val.shape[0]),
             "eval_batch_size": eval_bs,
             "loss_epsilon": loss_epsilon,
             "channels_last": nhwc,
@@ -224,7 +197,7 @@ def fit(
     )
     evaluated = ("val", "train_eval") if train_eval else ("val",)
     eval_keys = [f"{s}_{m}" for s in evaluated for m in ("loss", "accuracy")]
-    if x_test is not None:
+    if data.x_test is not None:
         eval_keys += ["test_loss", "test_accuracy"]
     if precise_eval:
         eval_keys += [f"precise_{s}_accuracy" for s in evaluated]
@@ -283,83 +256,6 @@ def fit(
                 break
     history.seconds = time.perf_counter() - start
     return history
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"`` or a ``torch.device`` -> a device."""
-    if isinstance(device, torch.device):
-        resolved = device
-    elif isinstance(device, str) and device.startswith("cuda:") and device[5:].isdigit():
-        resolved = torch.device(device)
-    else:
-        check_choice("device", device, ("cpu", "cuda", "auto"))
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device: {str(device)!r} is not available (no CUDA device); use 'cpu'")
-    if resolved.type not in ("cpu", "cuda"):
-        raise ConfigError(f"device: {str(device)!r} is not one of 'cpu', 'cuda', 'auto'")
-    return resolved
-
-
-def _checked_split(dataset, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    x = getattr(dataset, f"x_{split}", None)
-    y = getattr(dataset, f"y_{split}", None)
-    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
-        raise DataError(
-            f"dataset.x_{split}/y_{split}: {type(x).__name__}/{type(y).__name__} are not "
-            "torch tensors; pass a bnlab.data.Dataset (see bnlab.data.load)"
-        )
-    if y.dim() != 1:
-        raise DataError(
-            f"y_{split}: shape {tuple(y.shape)} is not (N,); labels are class indices, "
-            "not one-hot rows"
-        )
-    if x.shape[0] != y.shape[0]:
-        raise DataError(f"y_{split}: {y.shape[0]} labels for {x.shape[0]} samples in x_{split}")
-    if x.shape[0] == 0:
-        raise DataError(f"x_{split}: 0 samples; fit needs at least one")
-    if not x.is_floating_point():
-        raise DataError(f"x_{split}: dtype {x.dtype} is not a floating-point type")
-    if y.is_floating_point() or y.is_complex():
-        raise DataError(f"y_{split}: dtype {y.dtype} is not an integer type (class indices)")
-    return x, y.long()
-
-
-def _check_labels(name: str, y: torch.Tensor | None, num_classes: int) -> None:
-    if y is None:
-        return
-    lo, hi = int(y.min()), int(y.max())
-    if lo < 0 or hi >= num_classes:
-        raise DataError(
-            f"{name}: labels span {lo}..{hi}, not in 0..{num_classes - 1} (the model has "
-            f"{'1 output (binary)' if num_classes == 2 else f'{num_classes} outputs'})"
-        )
-
-
-@torch.no_grad()
-def _probe_outputs(model: nn.Module, x_train: torch.Tensor) -> int:
-    """Run two samples in inference mode: materialises lazily built layers (so the
-    optimizer sees every parameter) and reads the number of output columns."""
-    with mode(model, False):
-        logits = model(x_train[:2])
-    if logits.dim() != 2:
-        raise ConfigError(
-            f"model: output shape {tuple(logits.shape)} is not (N, num_classes) or (N, 1); "
-            "bnlab trains models that return 2-D logits"
-        )
-    return int(logits.shape[1])
-
-
-def _resolve_augment(augment):
-    if augment is None:
-        return None
-    from bnlab.train.augment import Augmenter
-
-    if not isinstance(augment, (Augmenter, dict)):
-        raise ConfigError(f"augment: {augment!r} is not None, an Augmenter or a dict of options")
-    return Augmenter.from_options(augment)
 
 
 @contextlib.contextmanager

@@ -11,7 +11,8 @@ PyTorch's built-in optimizers do not compute what Keras computes:
 * ``torch.optim.RMSprop`` adds ``eps`` outside the square root; Keras inside it.
 
 The classes below follow Keras 3's torch backend (``keras/src/backend/torch/optimizers``)
-operation by operation, with ``torch._foreach_*`` like Keras, so a bnlab run and a Keras
+operation by operation, with ``torch._foreach_*`` like Keras (the arithmetic is
+:mod:`bnlab.train.update_rules`, shared with the stacked engine), so a bnlab run and a Keras
 run step through the same floating-point arithmetic. Learning rates are plain floats
 (constant schedules). Every argument name and default is Keras's.
 """
@@ -23,11 +24,9 @@ from typing import Any
 
 import torch
 
-from bnlab._validation import check_choice, check_number, check_options
 from bnlab.errors import ConfigError
-
-#: Keras's default learning rate of each named optimizer.
-DEFAULT_LR = {"adam": 1e-3, "sgd": 1e-2, "rmsprop": 1e-3}
+from bnlab.train.options import check_option, optimizer_settings, resolve_lr
+from bnlab.train.update_rules import adam_update, rmsprop_update, sgd_update
 
 
 def _adam_alpha(lr: float, beta_1: float, beta_2: float, step: int, dtype: torch.dtype) -> float:
@@ -43,6 +42,16 @@ def _adam_alpha(lr: float, beta_1: float, beta_2: float, step: int, dtype: torch
     b1_pow = torch.pow(torch.tensor(beta_1, dtype=dtype), t)
     b2_pow = torch.pow(torch.tensor(beta_2, dtype=dtype), t)
     return float(torch.tensor(lr, dtype=dtype) * torch.sqrt(1 - b2_pow) / (1 - b1_pow))
+
+
+def _defaults(name: str, lr: float, options: dict[str, Any]) -> dict[str, Any]:
+    """The param-group defaults of a Keras optimizer: ``lr`` and its options, checked against
+    the one declaration of their ranges (:data:`bnlab.train.options.OPTIMIZER_PARAMS`)."""
+    settings = optimizer_settings(name, options)
+    out = {"lr": float(check_option("lr", lr))}
+    for key, value in settings.items():
+        out[key] = value if isinstance(value, bool) else float(value)
+    return out
 
 
 def _grads_and_params(group: dict) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -115,39 +124,24 @@ class KerasAdam(_KerasOptimizer):
         epsilon: float = 1e-7,
         amsgrad: bool = False,
     ):
-        check_number("lr", lr, low=0.0)
-        check_number("beta_1", beta_1, low=0.0, high=1.0, high_inclusive=False)
-        check_number("beta_2", beta_2, low=0.0, high=1.0, high_inclusive=False)
-        check_number("epsilon", epsilon, low=0.0)
-        defaults = {
-            "lr": float(lr),
-            "beta_1": float(beta_1),
-            "beta_2": float(beta_2),
-            "epsilon": float(epsilon),
-            "amsgrad": bool(amsgrad),
-        }
-        super().__init__(params, defaults)
+        options = dict(beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, amsgrad=amsgrad)
+        super().__init__(params, _defaults("adam", lr, options))
 
     def _update(self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
         b1, b2 = group["beta_1"], group["beta_2"]
         ms, vs = self._slots(params, "m", "v")
+        vhats = self._slots(params, "v_hat")[0] if group["amsgrad"] else None
         alpha = _adam_alpha(group["lr"], b1, b2, self.iterations, params[0].dtype)
-
-        torch._foreach_mul_(ms, b1)
-        torch._foreach_add_(ms, grads, alpha=1 - b1)
-        torch._foreach_mul_(vs, b2)
-        torch._foreach_add_(vs, torch._foreach_mul(grads, grads), alpha=1 - b2)
-        if group["amsgrad"]:
-            (vhats,) = self._slots(params, "v_hat")
-            torch._foreach_maximum_(vhats, vs)
-            vs = vhats
-        torch._foreach_add_(
+        adam_update(
             params,
-            torch._foreach_div(
-                torch._foreach_mul(ms, alpha),
-                torch._foreach_add(torch._foreach_sqrt(vs), group["epsilon"]),
-            ),
-            alpha=-1,
+            grads,
+            ms,
+            vs,
+            vhats,
+            alpha=alpha,
+            beta_1=b1,
+            beta_2=b2,
+            epsilon=group["epsilon"],
         )
 
 
@@ -162,24 +156,13 @@ class KerasSGD(_KerasOptimizer):
     def __init__(
         self, params: Iterable, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False
     ):
-        check_number("lr", lr, low=0.0)
-        check_number("momentum", momentum, low=0.0, high=1.0)
-        defaults = {"lr": float(lr), "momentum": float(momentum), "nesterov": bool(nesterov)}
-        super().__init__(params, defaults)
+        options = dict(momentum=momentum, nesterov=nesterov)
+        super().__init__(params, _defaults("sgd", lr, options))
 
     def _update(self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
-        lr, mom = group["lr"], group["momentum"]
-        if mom == 0:
-            torch._foreach_add_(params, grads, alpha=-lr)
-            return
-        (bufs,) = self._slots(params, "m")
-        torch._foreach_mul_(bufs, mom)
-        torch._foreach_add_(bufs, grads, alpha=-lr)
-        if group["nesterov"]:
-            torch._foreach_add_(params, grads, alpha=-lr)
-            torch._foreach_add_(params, bufs, alpha=mom)
-        else:
-            torch._foreach_add_(params, bufs)
+        mom = group["momentum"]
+        bufs = self._slots(params, "m")[0] if mom > 0 else None
+        sgd_update(params, grads, bufs, lr=group["lr"], momentum=mom, nesterov=group["nesterov"])
 
 
 class KerasRMSprop(_KerasOptimizer):
@@ -204,50 +187,31 @@ class KerasRMSprop(_KerasOptimizer):
         epsilon: float = 1e-7,
         centered: bool = False,
     ):
-        check_number("lr", lr, low=0.0)
-        check_number("rho", rho, low=0.0, high=1.0)
-        check_number("momentum", momentum, low=0.0, high=1.0)
-        check_number("epsilon", epsilon, low=0.0)
-        defaults = {
-            "lr": float(lr),
-            "rho": float(rho),
-            "momentum": float(momentum),
-            "epsilon": float(epsilon),
-            "centered": bool(centered),
-        }
-        super().__init__(params, defaults)
+        options = dict(rho=rho, momentum=momentum, epsilon=epsilon, centered=centered)
+        super().__init__(params, _defaults("rmsprop", lr, options))
 
     def _update(self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
-        rho, mom = group["rho"], group["momentum"]
+        mom = group["momentum"]
         (vs,) = self._slots(params, "v")
-        mgs = self._slots(params, "mg")[0] if group["centered"] else []
-        bufs = self._slots(params, "m")[0] if mom > 0 else []
-        torch._foreach_mul_(vs, rho)
-        torch._foreach_add_(vs, torch._foreach_mul(grads, grads), alpha=1 - rho)
-        denominators = torch._foreach_add(vs, group["epsilon"])
-        if group["centered"]:
-            torch._foreach_mul_(mgs, rho)
-            torch._foreach_add_(mgs, grads, alpha=1 - rho)
-            torch._foreach_add_(denominators, torch._foreach_mul(mgs, mgs), alpha=-1)
-        torch._foreach_sqrt_(denominators)
-        increments = torch._foreach_div(torch._foreach_mul(grads, group["lr"]), denominators)
-        if mom > 0:
-            torch._foreach_mul_(bufs, mom)
-            torch._foreach_add_(bufs, increments)
-            torch._foreach_add_(params, bufs, alpha=-1)
-        else:
-            torch._foreach_add_(params, increments, alpha=-1)
+        mgs = self._slots(params, "mg")[0] if group["centered"] else None
+        bufs = self._slots(params, "m")[0] if mom > 0 else None
+        rmsprop_update(
+            params,
+            grads,
+            vs,
+            mgs,
+            bufs,
+            lr=group["lr"],
+            rho=group["rho"],
+            momentum=mom,
+            epsilon=group["epsilon"],
+        )
 
 
 _CLASSES: dict[str, type[torch.optim.Optimizer]] = {
     "adam": KerasAdam,
     "sgd": KerasSGD,
     "rmsprop": KerasRMSprop,
-}
-_OPTIONS = {
-    "adam": ("beta_1", "beta_2", "epsilon", "amsgrad"),
-    "sgd": ("momentum", "nesterov"),
-    "rmsprop": ("rho", "momentum", "epsilon", "centered"),
 }
 
 OptimizerSpec = str | Callable[..., torch.optim.Optimizer]
@@ -258,15 +222,6 @@ def optimizer_name(optimizer: OptimizerSpec) -> str:
     if isinstance(optimizer, str):
         return optimizer.lower()
     return getattr(optimizer, "__name__", type(optimizer).__name__)
-
-
-def resolve_lr(optimizer: OptimizerSpec, lr: float | None) -> float | None:
-    """``lr`` validated, or Keras's default for a named optimizer (``None`` for a factory)."""
-    if lr is not None:
-        return float(check_number("lr", lr, low=0.0))
-    if isinstance(optimizer, str):
-        return DEFAULT_LR[check_choice("optimizer", optimizer.lower(), _CLASSES)]
-    return None
 
 
 def make_optimizer(
@@ -288,8 +243,8 @@ def make_optimizer(
             )
         kwargs = dict(options)
         if lr is not None:
-            kwargs["lr"] = float(check_number("lr", lr, low=0.0))
+            kwargs["lr"] = float(check_option("lr", lr))
         return name(params, **kwargs)
-    key = check_choice("optimizer", name.lower(), _CLASSES)
-    check_options(f"optimizer_options ({key})", options, _OPTIONS[key])
+    key = check_option("optimizer", name)
+    optimizer_settings(key, options)
     return _CLASSES[key](params, lr=resolve_lr(key, lr), **options)

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from bnlab._validation import check_number
+from bnlab.train.options import check_option
 
 #: Stream names mixed into the seed; changing them changes every run's randomness.
 STREAMS = {"shuffle": 1, "dropout": 2, "augment": 3}
@@ -33,7 +33,7 @@ STREAMS = {"shuffle": 1, "dropout": 2, "augment": 3}
 
 def check_seed(seed) -> int:
     """A seed is an integer in [0, 2**63)."""
-    return check_number("seed", seed, low=0, high=2**63 - 1, integer=True)
+    return check_option("seed", seed)
 
 
 def derive_seed(seed: int, stream: str, *keys: int) -> int:

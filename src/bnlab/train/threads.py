@@ -37,8 +37,8 @@ def threads_for(step_macs: int | None) -> int | None:
 
 def macs_per_step(model: nn.Module, input_shape: tuple[int, ...], batch_size: int) -> int | None:
     """Forward multiply-accumulates of one training step, or ``None`` when they cannot be
-    counted (a model the dry pass of :func:`bnlab.train.engines.estimate_memory` fails on)."""
-    from bnlab.train.engines import estimate_memory
+    counted (a model the dry pass of :func:`bnlab.train.memory.estimate_memory` fails on)."""
+    from bnlab.train.memory import estimate_memory
 
     try:
         return estimate_memory(model, input_shape=tuple(input_shape)).macs_per_sample * batch_size

@@ -33,8 +33,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from bnlab._validation import check_positive_int, did_you_mean
+from bnlab._validation import check_positive_int
 from bnlab.errors import ConfigError, DataError
+from bnlab.registry import Registry
 from bnlab.study.jobs import RunOutcome, RunRequest, Stopwatch
 
 
@@ -127,13 +128,17 @@ def get_executor(name: str, jobs: int = 1, **options: Any) -> Executor:
     ``num_gpus``, ``max_retries``); one it does not take is a :class:`ConfigError` naming it.
     """
     names = executor_names()
-    if not isinstance(name, str) or name not in names:
-        hint = did_you_mean(name, names) if isinstance(name, str) else ""
-        raise ConfigError(
-            f"executor: {name!r} is not available{hint}; executors: {', '.join(names)}"
-        )
+    # Executors are modules found at call time: their registry is rebuilt from the package.
+    executors = Registry("executor", {n: f"bnlab.study.executors.{n}" for n in names})
+    module_name = executors.lookup(
+        name,
+        message=lambda bad: (
+            f"executor: {bad!r} is not available{executors.hint(bad)}; "
+            f"executors: {', '.join(names)}"
+        ),
+    )
     try:
-        module = importlib.import_module(f"bnlab.study.executors.{name}")
+        module = importlib.import_module(module_name)
     except ImportError as error:
         raise ConfigError(
             f"executor: {name!r} needs a package that is not installed ({error})"
