@@ -52,11 +52,37 @@ def _run_and_summarize(study: str, store: Path, **options: Any):
     from bnlab.report.source import collect
     from bnlab.report.terminal import print_summary
     from bnlab.study import run
+    from bnlab.study.runner import StudyInterrupted
 
-    result = run(study, store=store, **options)
+    try:
+        result = run(study, store=store, **options)
+    except StudyInterrupted as stop:
+        Console(stderr=True, highlight=False).print(str(stop), markup=False, soft_wrap=True)
+        raise typer.Exit(130) from None
+    console = _console()
+    console.print(escape(_what_happened(result)), soft_wrap=True)
     data = collect(store, _label(result))
-    print_summary(data, console=_console())
+    print_summary(data, console=console)
     return data
+
+
+def _what_happened(result: Any) -> str:
+    """``resumed: 40 of 60 runs already in the store; trained 20 of 60 runs in 80.1 s ...``."""
+    total = getattr(result, "total", 0) or result.trained + result.skipped
+    parts = []
+    if result.skipped:
+        parts.append(f"resumed: {result.skipped} of {total} runs already in the store")
+    if result.trained or not result.skipped:
+        parts.append(
+            f"trained {result.trained} of {total} runs in {result.seconds:.1f} s "
+            f"(engine {result.engine})"
+        )
+    else:
+        parts.append("nothing left to train")
+    others = total - result.trained - result.skipped
+    if others > 0:
+        parts.append(f"{others} trained meanwhile by another process on this store")
+    return "; ".join(parts)
 
 
 def demo(

@@ -46,7 +46,8 @@ class StudyResult:
     ``summary`` is :func:`bnlab.study.stats.summarize` of every stored run of the study,
     ``runs`` the per-run table (:func:`bnlab.study.load_runs`); ``trained`` counts the runs
     trained by this call, ``skipped`` those already in the store; ``seconds`` is this call's
-    wall-clock time.
+    wall-clock time; ``total`` is the study's number of runs (the rest, :attr:`by_others`,
+    were trained meanwhile by other processes sharing the store).
     """
 
     spec: StudySpec
@@ -60,6 +61,12 @@ class StudyResult:
     engine: str
     seconds: float
     outcomes: list[RunOutcome] = field(default_factory=list, repr=False)
+    total: int = 0
+
+    @property
+    def by_others(self) -> int:
+        """Runs that other processes on the same store trained during this call."""
+        return max(0, self.total - self.trained - self.skipped)
 
     @property
     def baseline(self) -> str:
@@ -202,6 +209,7 @@ def run(
         engine=chosen,
         seconds=time.perf_counter() - t0,
         outcomes=outcomes,
+        total=len(spec.runs()),
     )
 
 
