@@ -35,6 +35,7 @@ from bnlab.study.jobs import RunOutcome, RunRequest
 from bnlab.study.leases import Owner, lease_ttl
 from bnlab.study.progress import StudyProgress
 from bnlab.study.spec import StudySpec, Variant, load_spec
+from bnlab.study.spec_hints import keras_order_hint
 from bnlab.study.stats import summarize
 from bnlab.study.store import Store
 
@@ -420,9 +421,10 @@ def _fit_to_data(variant: Variant, dataset: Any) -> dict[str, Any]:
             options[key] = list(actual) if isinstance(actual, tuple) else actual
         elif (tuple(options[key]) if key == "input_shape" else options[key]) != actual:
             where = variant.sources.get(key, f"model.{key}")
+            hint = keras_order_hint(options[key]) if key == "input_shape" else ""
             raise ConfigError(
                 f"{where}: {options[key]!r} does not match the data ({variant.data_name} has "
-                f"{key} {actual!r}); remove it to take it from the data"
+                f"{key} {actual!r}){hint}; remove it to take it from the data"
             )
     return options
 
