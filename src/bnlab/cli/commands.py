@@ -15,7 +15,6 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 LIST_KINDS = ("presets", "datasets", "studies")
 
@@ -147,7 +146,7 @@ def run_study(
         str,
         typer.Option(
             "--executor",
-            help="local (this machine) | ray (a Ray cluster; pip install 'bnlab[ray]').",
+            help="local (this machine) | ray (a Ray cluster; pip install 'bnlab\\[ray]').",
         ),
     ] = "local",
     address: Annotated[
@@ -258,35 +257,10 @@ def list_things(
         str | None, typer.Argument(help="presets | datasets | studies (default: all three).")
     ] = None,
 ) -> None:
-    """List the model presets, the datasets and the built-in studies bnlab knows."""
+    """List the model presets (input shape, classes), the datasets (shape, classes, default
+    pixel scale) and the built-in studies."""
     from bnlab._validation import check_choice
+    from bnlab.cli.listing import print_lists
 
     kinds = LIST_KINDS if what is None else (check_choice("what", what, LIST_KINDS),)
-    console = _console()
-    for kind in kinds:
-        table = Table(
-            title=kind,
-            title_justify="left",
-            title_style="bold",
-            show_header=False,
-            box=None,
-            padding=(0, 2),
-        )
-        table.add_column("name", style="bold")
-        if kind == "studies":
-            from bnlab.study import builtin_studies
-
-            table.add_column("question")
-            for name, question in builtin_studies():
-                table.add_row(name, question)
-        elif kind == "presets":
-            from bnlab.models import presets
-
-            for name in presets():
-                table.add_row(name)
-        else:
-            from bnlab.data import datasets
-
-            for name in datasets():
-                table.add_row(name)
-        console.print(table)
+    print_lists(kinds, _console())
