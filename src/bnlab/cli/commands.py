@@ -194,7 +194,12 @@ def report(
     store: Annotated[Path, typer.Argument(help="The SQLite store written by bnlab run / demo.")],
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="Output file (default: report.html, or STORE.<format>)."),
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output file, used as given (default: report.html; STORE.json; "
+            "STORE.epochs.csv and STORE.runs.csv).",
+        ),
     ] = None,
     format: Annotated[
         str, typer.Option("--format", "-f", help="html | csv | parquet | json.")
@@ -226,7 +231,8 @@ def report(
             soft_wrap=True,
         )
         return
-    paths = export(store, out or store.with_suffix(f".{format}"), format, study=study)
+    default = store.with_suffix(f".{format}" if format == "json" else f".epochs.{format}")
+    paths = export(store, out or default, format, study=study)
     for path in paths:
         console.print(escape(f"Wrote {path}"), soft_wrap=True)
 
