@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bnlab.errors import DataError
+from bnlab.errors import ConfigError, DataError
 from bnlab.study import leases
 from bnlab.study.jobs import RunOutcome, RunRequest
 from bnlab.study.store import Store
@@ -132,3 +132,22 @@ def test_a_sqlite_file_that_is_not_a_store_is_refused_and_left_untouched(tmp_pat
     sqlite3.connect(empty).close()  # an empty SQLite file becomes a store
     with Store(empty) as st:
         assert st.studies() == []
+
+
+def test_two_processes_opening_a_new_study_at_once_share_one_version(tmp_path):
+    path = tmp_path / "s.db"
+    with Store(path) as first, Store(path) as second:
+        real = second.studies
+        calls = []
+
+        def stale():  # the second read "no study yet" just before the first wrote version 1
+            calls.append(1)
+            return [] if len(calls) == 1 else real()
+
+        second.studies = stale
+        ref1, created1 = first.open_study("toy", {"x": 1}, question="", variants=["v"], new=False)
+        ref2, created2 = second.open_study("toy", {"x": 1}, question="", variants=["v"], new=False)
+        assert created1 and not created2 and ref1.study_id == ref2.study_id
+        calls.clear()
+        with pytest.raises(ConfigError, match="another process just started toy "):
+            second.open_study("toy", {"x": 2}, question="", variants=["v"], new=False)

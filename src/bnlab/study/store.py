@@ -311,6 +311,29 @@ class Store:
                 f"in this store, or use another store"
             )
         version = existing[-1].version + 1 if existing else 1
+        try:
+            self._insert_study(name, version, spec, digest, question, variants)
+        except sqlite3.IntegrityError:
+            # Another process created this version between our read and our write (two
+            # `bnlab run` started together): the same spec is the same study, shared.
+            same = self.select(f"{name}@{version}")[0]
+            if same.spec_hash != digest:
+                raise ConfigError(
+                    f"study {name!r}: another process just started {same.label} in "
+                    f"{str(self.path)!r} with a different spec; run again to see the changes"
+                ) from None
+            return same, False
+        return self.select(f"{name}@{version}")[0], True
+
+    def _insert_study(
+        self,
+        name: str,
+        version: int,
+        spec: dict[str, Any],
+        digest: str,
+        question: str,
+        variants: list[str],
+    ) -> None:
         import torch
 
         from bnlab import __version__
@@ -332,7 +355,6 @@ class Store:
                     _now(),
                 ),
             )
-        return self.select(f"{name}@{version}")[0], True
 
     # -- runs ------------------------------------------------------------------------------
     def _has_runs(self, ref: StudyRef) -> bool:
