@@ -188,7 +188,8 @@ def run(
                             datasets,
                             engine=trainer.name,
                             device=device,
-                            on_epoch_end=bar.epoch,
+                            # workers send epochs back only when someone shows them
+                            on_epoch_end=bar.epoch if jobs == 1 or bar.mode else None,
                         ) as ex,
                     ):
                         _share(st, ref, ex, groups, width, owner, ttl, bar, outcomes)
