@@ -27,10 +27,15 @@ SPEC = {
 }
 
 
-def test_process_pool_gives_the_same_runs_as_in_process(tmp_path):
+def test_process_pool_gives_the_same_runs_as_in_process(tmp_path, monkeypatch, capsys):
     one = run(SPEC, store=tmp_path / "one.db", engine="sequential", jobs=1, progress=False)
-    two = run(SPEC, store=tmp_path / "two.db", engine="sequential", jobs=2, progress=False)
+    monkeypatch.setenv("BNLAB_PROGRESS_SECONDS", "0")  # every epoch line of the workers
+    two = run(SPEC, store=tmp_path / "two.db", engine="sequential", jobs=2, progress="lines")
     assert one.trained == two.trained == 4
+    log = capsys.readouterr().err
+    for run_name in ("no_bn seed 0", "no_bn seed 1", "bn seed 0", "bn seed 1"):
+        for epoch in (1, 2):
+            assert f"{run_name}: epoch {epoch}/2 " in log, log
     key = ["variant", "seed", "epoch"]
     a = load(tmp_path / "one.db").sort_values(key).reset_index(drop=True)
     b = load(tmp_path / "two.db").sort_values(key).reset_index(drop=True)

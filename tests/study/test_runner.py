@@ -95,13 +95,17 @@ def test_diverged_run_is_stored_and_the_study_goes_on(tmp_path):
 
 
 def test_changed_spec_is_refused_unless_new(tmp_path):
+    # More seeds grow a study in place (tests/study/test_growth.py); a changed training
+    # option alters the stored runs and needs new=True.
     store = tmp_path / "runs.db"
     run(tiny(seeds=1), store=store, engine="sequential", progress=False)
+    longer = tiny(train={**TINY["train"], "epochs": 3})
     with pytest.raises(
-        ConfigError, match=r"study 'tiny' .* different spec \(seeds \[0\] -> \[0, 1\]\)"
+        ConfigError,
+        match=r"study 'tiny' .* different spec \(seeds \[0\] -> \[0, 1\]; train.epochs 2 -> 3\)",
     ):
-        run(tiny(), store=store, progress=False)
-    result = run(tiny(), store=store, new=True, engine="sequential", progress=False)
+        run(longer, store=store, progress=False)
+    result = run(longer, store=store, new=True, engine="sequential", progress=False)
     assert result.study == "tiny@2" and result.trained == 4
     assert set(load(store)["study_version"]) == {2}  # latest version by default
     assert len(load_runs(store, "tiny@1")) == 2

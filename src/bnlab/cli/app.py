@@ -101,6 +101,7 @@ app.command(
         "  bnlab run my_study.toml --store my.db --report report.html\n\n"
         "  bnlab run seed002 --data-dir ../shared/data  [dim]# real Fashion-MNIST from a folder[/]\n\n"
         "  bnlab run seed004 --engine stacked --device cuda\n\n"
+        "  bnlab run seed002 & bnlab run seed002     [dim]# two processes share one store's runs[/]\n\n"
         "  bnlab run seed004 --executor ray --address auto  [dim]# on a Ray cluster[/]"
     ),
 )(commands.run_study)

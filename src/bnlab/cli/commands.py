@@ -15,7 +15,6 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 LIST_KINDS = ("presets", "datasets", "studies")
 
@@ -52,11 +51,37 @@ def _run_and_summarize(study: str, store: Path, **options: Any):
     from bnlab.report.source import collect
     from bnlab.report.terminal import print_summary
     from bnlab.study import run
+    from bnlab.study.runner import StudyInterrupted
 
-    result = run(study, store=store, **options)
+    try:
+        result = run(study, store=store, **options)
+    except StudyInterrupted as stop:
+        Console(stderr=True, highlight=False).print(str(stop), markup=False, soft_wrap=True)
+        raise typer.Exit(130) from None
+    console = _console()
+    console.print(escape(_what_happened(result)), soft_wrap=True)
     data = collect(store, _label(result))
-    print_summary(data, console=_console())
+    print_summary(data, console=console)
     return data
+
+
+def _what_happened(result: Any) -> str:
+    """``resumed: 40 of 60 runs already in the store; trained 20 of 60 runs in 80.1 s ...``."""
+    total = getattr(result, "total", 0) or result.trained + result.skipped
+    parts = []
+    if result.skipped:
+        parts.append(f"resumed: {result.skipped} of {total} runs already in the store")
+    if result.trained or not result.skipped:
+        parts.append(
+            f"trained {result.trained} of {total} runs in {result.seconds:.1f} s "
+            f"(engine {result.engine})"
+        )
+    else:
+        parts.append("nothing left to train")
+    others = total - result.trained - result.skipped
+    if others > 0:
+        parts.append(f"{others} trained meanwhile by another process on this store")
+    return "; ".join(parts)
 
 
 def demo(
@@ -123,7 +148,7 @@ def run_study(
         str,
         typer.Option(
             "--executor",
-            help="local (this machine) | ray (a Ray cluster; pip install 'bnlab[ray]').",
+            help="local (this machine) | ray (a Ray cluster; pip install 'bnlab\\[ray]').",
         ),
     ] = "local",
     address: Annotated[
@@ -171,7 +196,12 @@ def report(
     store: Annotated[Path, typer.Argument(help="The SQLite store written by bnlab run / demo.")],
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="Output file (default: report.html, or STORE.<format>)."),
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output file, used as given (default: report.html; STORE.json; "
+            "STORE.epochs.csv and STORE.runs.csv).",
+        ),
     ] = None,
     format: Annotated[
         str, typer.Option("--format", "-f", help="html | csv | parquet | json.")
@@ -203,7 +233,8 @@ def report(
             soft_wrap=True,
         )
         return
-    paths = export(store, out or store.with_suffix(f".{format}"), format, study=study)
+    default = store.with_suffix(f".{format}" if format == "json" else f".epochs.{format}")
+    paths = export(store, out or default, format, study=study)
     for path in paths:
         console.print(escape(f"Wrote {path}"), soft_wrap=True)
 
@@ -234,35 +265,10 @@ def list_things(
         str | None, typer.Argument(help="presets | datasets | studies (default: all three).")
     ] = None,
 ) -> None:
-    """List the model presets, the datasets and the built-in studies bnlab knows."""
+    """List the model presets (input shape, classes), the datasets (shape, classes, default
+    pixel scale) and the built-in studies."""
     from bnlab._validation import check_choice
+    from bnlab.cli.listing import print_lists
 
     kinds = LIST_KINDS if what is None else (check_choice("what", what, LIST_KINDS),)
-    console = _console()
-    for kind in kinds:
-        table = Table(
-            title=kind,
-            title_justify="left",
-            title_style="bold",
-            show_header=False,
-            box=None,
-            padding=(0, 2),
-        )
-        table.add_column("name", style="bold")
-        if kind == "studies":
-            from bnlab.study import builtin_studies
-
-            table.add_column("question")
-            for name, question in builtin_studies():
-                table.add_row(name, question)
-        elif kind == "presets":
-            from bnlab.models import presets
-
-            for name in presets():
-                table.add_row(name)
-        else:
-            from bnlab.data import datasets
-
-            for name in datasets():
-                table.add_row(name)
-        console.print(table)
+    print_lists(kinds, _console())

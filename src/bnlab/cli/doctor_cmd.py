@@ -102,9 +102,6 @@ def doctor(
     ] = False,
     batch_size: BatchOpt = 256,
     weights: WeightsOpt = None,
-    store: Annotated[
-        Path | None, typer.Option("--store", help="Study store, when MODEL is a run id.")
-    ] = None,
     data_option: DataOptionOpt = None,
     max_batches: MaxBatchesOpt = None,
     steps: Annotated[
@@ -124,7 +121,7 @@ def doctor(
         from bnlab.doctor import diagnose
         from bnlab.doctor.loading import load_model
 
-        loaded = load_model(model, weights=weights, store=store)
+        loaded = load_model(model, weights=weights)
         dataset = load_data(data, parse_data_options(data_option))
         diagnosis = diagnose(
             loaded, dataset, batch_size=batch_size, max_batches=max_batches, steps=steps,

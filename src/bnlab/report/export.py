@@ -5,11 +5,17 @@ per run and epoch, every ``History`` metric a column, NaN where a run did not
 record it) and the runs table (``bnlab.study.load_runs``: one row per run with
 ``final_*`` metrics, ``best_val_accuracy``, ``epochs_to_target``, ...).
 
-File layout, for ``out="results.csv"``:
+File layout: ``out`` is used as given (``.FORMAT`` is added only to a name without a
+suffix). For ``out="results.csv"``:
 
 * ``csv`` / ``parquet``: ``results.csv`` (run x epoch) and ``results.runs.csv`` (runs);
-* ``json``: one file ``results.json`` = ``{"study", "spec", "versions", "epochs": [...],
-  "runs": [...]}`` with one object per row and ``null`` for missing values.
+  an ``out`` named ``NAME.epochs.csv`` puts the runs beside it as ``NAME.runs.csv`` (what
+  ``bnlab report STORE --format csv`` writes by default: ``STORE.epochs.csv`` and
+  ``STORE.runs.csv``);
+* ``json``: one file ``results.json`` = ``{"study", "spec", "versions", "summary": [...],
+  "verdicts": [...], "epochs": [...], "runs": [...]}`` with one object per row and ``null``
+  for missing values; ``summary`` is the per-variant statistics table the terminal and the
+  HTML report show (means, 95 % intervals, differences to the baseline, Holm p-values).
 
 Accuracies stay fractions in [0, 1], losses in nats, times in seconds.
 """
@@ -43,7 +49,7 @@ def export(
         _require_pyarrow()
     data = store if isinstance(store, StudyData) else collect(store, study)
     out = Path(out)
-    if out.suffix.lower() != f".{format}":
+    if not out.suffix:
         out = out.with_name(out.name + f".{format}")
     out.parent.mkdir(parents=True, exist_ok=True)
     if format == "json":
@@ -51,12 +57,15 @@ def export(
             "study": data.name,
             "spec": data.spec,
             "versions": data.versions,
+            "summary": _records(data.summary),
+            "verdicts": [str(v) for v in data.summary.get("verdict", [])],
             "epochs": _records(data.epochs),
             "runs": _records(data.runs),
         }
         out.write_text(json.dumps(payload, indent=1, default=_json_default), encoding="utf-8")
         return [out]
-    runs_path = out.with_name(f"{out.stem}.runs{out.suffix}")
+    stem = out.stem.removesuffix(".epochs")
+    runs_path = out.with_name(f"{stem}.runs{out.suffix}")
     if format == "csv":
         data.epochs.to_csv(out, index=False)
         data.runs.to_csv(runs_path, index=False)

@@ -14,6 +14,7 @@ so a missing dataset stops the study at once with the loader's :class:`bnlab.err
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Mapping
@@ -25,11 +26,16 @@ import pandas as pd
 
 from bnlab._validation import check_positive_int
 from bnlab.errors import ConfigError, DataError
+from bnlab.study import leases as _leases
 from bnlab.study.engines import get_engine
 from bnlab.study.executors import get_executor
 from bnlab.study.frames import load_runs
+from bnlab.study.growth import run_changes
 from bnlab.study.jobs import RunOutcome, RunRequest
+from bnlab.study.leases import Owner, lease_ttl
+from bnlab.study.progress import StudyProgress
 from bnlab.study.spec import StudySpec, Variant, load_spec
+from bnlab.study.spec_hints import keras_order_hint
 from bnlab.study.stats import summarize
 from bnlab.study.store import Store
 
@@ -41,7 +47,8 @@ class StudyResult:
     ``summary`` is :func:`bnlab.study.stats.summarize` of every stored run of the study,
     ``runs`` the per-run table (:func:`bnlab.study.load_runs`); ``trained`` counts the runs
     trained by this call, ``skipped`` those already in the store; ``seconds`` is this call's
-    wall-clock time.
+    wall-clock time; ``total`` is the study's number of runs (the rest, :attr:`by_others`,
+    were trained meanwhile by other processes sharing the store).
     """
 
     spec: StudySpec
@@ -55,6 +62,12 @@ class StudyResult:
     engine: str
     seconds: float
     outcomes: list[RunOutcome] = field(default_factory=list, repr=False)
+    total: int = 0
+
+    @property
+    def by_others(self) -> int:
+        """Runs that other processes on the same store trained during this call."""
+        return max(0, self.total - self.trained - self.skipped)
 
     @property
     def baseline(self) -> str:
@@ -81,7 +94,7 @@ def run(
     jobs: int = 1,
     new: bool = False,
     data_dir: str | os.PathLike | None = None,
-    progress: bool | None = None,
+    progress: bool | str | None = None,
     executor: str = "local",
     executor_options: Mapping[str, Any] | None = None,
 ) -> StudyResult:
@@ -93,9 +106,13 @@ def run(
         A :class:`StudySpec`, a spec dict, a TOML path, or a built-in study name (``demo``,
         ``seed000`` … ``seed004``; :func:`bnlab.study.builtin_studies`).
     store:
-        SQLite file (created when missing). A study name that the store holds with a
-        different spec is refused (ConfigError naming the changes) unless ``new=True``, which
-        starts the next version of the study in the same store.
+        SQLite file (created when missing). A study grows in place: added seeds or variants
+        and a reworded question keep every stored run (:mod:`bnlab.study.growth`). A change
+        that alters a stored run (a model, data or training option of a variant with stored
+        runs, a removed variant or seed) is refused (ConfigError naming those changes) unless
+        ``new=True``, which starts the next version of the study in the same store. Several
+        processes may run the same study on one store at once: each claims a run before it
+        trains it (:mod:`bnlab.study.leases`), so they share the work.
     engine:
         ``"sequential"`` (one ``fit`` per run), ``"stacked"`` (many runs at once, when
         installed), or ``"auto"``; see :mod:`bnlab.study.engines`.
@@ -107,8 +124,11 @@ def run(
         Folder holding datasets (Fashion-MNIST, CIFAR-10, image folders named by a relative
         ``imagefolder:`` path); also taken from the environment variable ``BNLAB_DATA``.
     progress:
-        A rich progress bar over runs (and epochs, in-process); ``None`` = when stderr is a
-        terminal and ``BNLAB_NO_PROGRESS`` is unset.
+        ``True``/``"bar"``: rich bars over runs and epochs; ``"lines"``: plain periodic
+        lines (logs); ``False``: nothing; ``None``: a bar when stderr is a terminal, lines
+        when it is not, nothing when ``BNLAB_NO_PROGRESS`` is set
+        (:mod:`bnlab.study.progress`). Ctrl-C raises :class:`StudyInterrupted` (a
+        ``KeyboardInterrupt``) saying how many runs the store kept.
     executor:
         ``"local"`` or another executor module (:mod:`bnlab.study.executors`), e.g. ``"ray"``.
     executor_options:
@@ -120,6 +140,7 @@ def run(
     jobs = check_positive_int("jobs", jobs)
     if not isinstance(device, str):
         device = str(device)
+    _check_device(device, local=executor == "local")
     if not isinstance(new, bool):
         raise ConfigError(f"new: {new!r} is not True or False")
     variants = {v.name: v for v in spec.expand()}
@@ -129,7 +150,12 @@ def run(
 
     with Store(store) as st:
         ref, _ = st.open_study(
-            spec.name, spec.to_dict(), question=spec.question, variants=list(variants), new=new
+            spec.name,
+            spec.to_dict(),
+            question=spec.question,
+            variants=list(variants),
+            new=new,
+            run_changes=functools.partial(run_changes, spec),
         )
         done = st.completed(ref)
         pending = [(variants[v], s) for v, s in spec.runs() if (v, s) not in done]
@@ -141,21 +167,36 @@ def run(
             trainer = get_engine(engine, requests, device)
             chosen = trainer.name
             groups = _plan(trainer, requests)
-            with (
-                _Progress(progress, len(requests), spec) as bar,
-                pool.start(
-                    datasets,
-                    engine=trainer.name,
-                    device=device,
-                    on_epoch_end=bar.epoch if jobs == 1 else None,
-                ) as ex,
-            ):
-                for group in groups:
-                    ex.submit(group)
-                for outcome in ex.results():
-                    st.record(ref, outcome)
-                    outcomes.append(outcome)
-                    bar.run_done(outcome)
+            total = len(spec.runs())
+            # How many groups one process takes at a time: one per worker on this machine
+            # (so other processes on the store can take the rest); a cluster takes them all.
+            width = jobs if executor == "local" else len(groups)
+            owner, ttl = Owner.this_process(), lease_ttl()
+            with StudyProgress(progress, len(requests), spec.name) as bar:
+                if done:
+                    bar.say(
+                        f"resumed: {total - len(pending)} of {total} runs already in the store"
+                    )
+                bar.say(
+                    f"training {len(requests)} run(s) of {spec.name} with engine "
+                    f"{trainer.name} on {device}"
+                )
+                try:
+                    with (
+                        _leases.Heartbeat(st.path, owner, ttl),
+                        pool.start(
+                            datasets,
+                            engine=trainer.name,
+                            device=device,
+                            # workers send epochs back only when someone shows them
+                            on_epoch_end=bar.epoch if jobs == 1 or bar.mode else None,
+                        ) as ex,
+                    ):
+                        _share(st, ref, ex, groups, width, owner, ttl, bar, outcomes)
+                except KeyboardInterrupt:
+                    raise StudyInterrupted(len(st.completed(ref)), total, Path(store)) from None
+                finally:
+                    st.release(ref, owner)
         runs = load_runs(st, f"{ref.name}@{ref.version}")
     summary = summarize(runs, baseline=spec.baseline_name, target=spec.target_accuracy)
     return StudyResult(
@@ -170,7 +211,97 @@ def run(
         engine=chosen,
         seconds=time.perf_counter() - t0,
         outcomes=outcomes,
+        total=len(spec.runs()),
     )
+
+
+class StudyInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped :func:`run`; ``kept`` of ``total`` runs are in the store (resumable)."""
+
+    def __init__(self, kept: int, total: int, store: Path):
+        super().__init__(
+            f"interrupted: {kept} of {total} runs kept in {store}; run the same command to "
+            "continue"
+        )
+        self.kept, self.total, self.store = kept, total, store
+
+
+def _share(
+    st: Store,
+    ref: Any,
+    ex: Any,
+    groups: list[list[RunRequest]],
+    width: int,
+    owner: Owner,
+    ttl: float,
+    bar: StudyProgress,
+    outcomes: list[RunOutcome],
+) -> None:
+    """Train ``groups``, sharing them with any other process working on the same store.
+
+    Claim (lease) free groups until ``width`` are in flight, hand them to the executor and,
+    as each outcome comes back, record it (the record drops its lease) and claim the next
+    free group. A run another live process holds is left to it; when only such runs are
+    left, wait for them (reclaiming any whose process died), so the summary printed at the
+    end is the whole study.
+    """
+    queue = [list(group) for group in groups]
+    active: list[set[tuple[str, int]]] = []  # keys of each group in flight, not yet back
+
+    def top_up() -> None:
+        nonlocal queue
+        taken, rest = [], []
+        for group in queue:
+            got: set[tuple[str, int]] = set()
+            if len(active) + len(taken) < width:
+                got = set(st.claim(ref, [r.key for r in group], owner, ttl))
+            if got:
+                taken.append([r for r in group if r.key in got])
+            left = [r for r in group if r.key not in got]
+            if left:  # stored or held by another process now: looked at again later
+                rest.append(left)
+        queue = rest
+        if taken:
+            bar.started(taken)
+        for group in taken:
+            active.append({r.key for r in group})
+            ex.submit(group)
+
+    waiting_said = False
+    while True:
+        top_up()
+        if active:
+            for outcome in ex.results():
+                st.record(ref, outcome)  # None: another process stored it first (kept)
+                outcomes.append(outcome)
+                bar.run_done(outcome)
+                for keys in active:
+                    keys.discard(outcome.request.key)
+                if any(not keys for keys in active):
+                    active[:] = [keys for keys in active if keys]
+                    top_up()  # a worker is free: give it the next group
+            active.clear()
+            continue
+        stored = st.completed(ref)
+        queue = [g for g in ([r for r in group if r.key not in stored] for group in queue) if g]
+        if not queue:
+            return
+        if not waiting_said:
+            others = {lease.owner for lease in st.leases(ref) if lease.owner != owner.key}
+            n = sum(len(g) for g in queue)
+            bar.say(f"waiting: {n} run(s) are being trained by {len(others)} other process(es)")
+            waiting_said = True
+        time.sleep(min(2.0, ttl / 3))
+
+
+def _check_device(device: str, *, local: bool) -> None:
+    """A bad device name is a one-line ConfigError before anything is loaded. On this
+    machine the device must exist; for a cluster executor only the name is checked."""
+    from bnlab.train.fit import resolve_device
+
+    cluster_cuda = device.startswith("cuda:") and device[5:].isdigit() or device == "cuda"
+    if local or not cluster_cuda:
+        resolve_device(device)
 
 
 def _plan(trainer: Any, requests: list[RunRequest]) -> list[list[RunRequest]]:
@@ -291,72 +422,12 @@ def _fit_to_data(variant: Variant, dataset: Any) -> dict[str, Any]:
             options[key] = list(actual) if isinstance(actual, tuple) else actual
         elif (tuple(options[key]) if key == "input_shape" else options[key]) != actual:
             where = variant.sources.get(key, f"model.{key}")
+            hint = keras_order_hint(options[key]) if key == "input_shape" else ""
             raise ConfigError(
                 f"{where}: {options[key]!r} does not match the data ({variant.data_name} has "
-                f"{key} {actual!r}); remove it to take it from the data"
+                f"{key} {actual!r}){hint}; remove it to take it from the data"
             )
     return options
 
 
-# -- progress -------------------------------------------------------------------------------
-class _Progress:
-    """Runs (and the current run's epochs) as rich bars on an interactive stderr."""
-
-    def __init__(self, progress: bool | None, total: int, spec: StudySpec):
-        from bnlab.train.progress import progress_enabled
-
-        self.enabled = progress_enabled(progress)
-        self.total, self.spec = total, spec
-        self._bar: Any = None
-
-    def __enter__(self) -> _Progress:
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self._bar = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[info]}"),
-                console=Console(stderr=True),
-            )
-            self._bar.__enter__()
-            self._runs = self._bar.add_task(f"{self.spec.name} runs", total=self.total, info="")
-            self._epochs = self._bar.add_task("  epochs", total=None, info="")
-        return self
-
-    def epoch(self, request: RunRequest, epoch: int, logs: dict) -> None:
-        if self._bar is None:
-            return
-        total = request.fit_options.get("epochs")
-        acc = logs.get("val_accuracy")
-        info = f"{request.variant} seed {request.seed}" + (
-            f"  val_acc {acc:.3f}" if acc is not None else ""
-        )
-        if epoch == 1:  # a new run: restart the epoch bar's clock
-            self._bar.reset(self._epochs, total=total)
-        self._bar.update(self._epochs, completed=epoch, total=total, info=info)
-
-    def run_done(self, outcome: RunOutcome) -> None:
-        if self._bar is None:
-            return
-        info = f"last: {outcome.request.variant} seed {outcome.request.seed} {outcome.status}"
-        self._bar.update(self._runs, advance=1, info=info)
-
-    def __exit__(self, *exc) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
-            self._bar = None
-
-
-__all__ = ["StudyResult", "load_data", "run"]
+__all__ = ["StudyInterrupted", "StudyResult", "load_data", "run"]

@@ -80,6 +80,7 @@ from pydantic_core import PydanticCustomError
 
 from bnlab._validation import did_you_mean
 from bnlab.errors import ConfigError, DataError
+from bnlab.study.spec_hints import join_problems, with_shape_hint
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -343,8 +344,14 @@ def load_spec(
             f"variants: {', '.join(names)}"
         )
     if check_values:
-        for variant in variants:
-            _check_variant(variant)
+        problems = []
+        for variant in variants:  # every variant's problems at once, not the first only
+            try:
+                _check_variant(variant)
+            except ConfigError as error:
+                problems.append(with_shape_hint(str(error), variant.model_options))
+        if problems:
+            raise ConfigError(join_problems(problems))
     return spec
 
 
@@ -381,9 +388,12 @@ _BOUNDS = {
 
 
 def _pydantic_message(error: ValidationError, prefix: str = "", model: type = StudySpec) -> str:
-    """The first error of ``error`` as ``path: value is not ...`` (plus a count of the rest)."""
-    errors = error.errors()
-    first = errors[0]
+    """Every error of ``error`` as ``path: value is not ...``, on one line (typos first)."""
+    return join_problems([_error_text(e, prefix, model) for e in error.errors()])
+
+
+def _error_text(first: Any, prefix: str, model: type) -> str:
+    """One pydantic error as ``path: value is not ...``."""
     loc = [str(p) for p in first["loc"]]
     path = ".".join([prefix, *loc] if prefix else loc) or "spec"
     kind, value, ctx = first["type"], first.get("input"), first.get("ctx") or {}
@@ -407,8 +417,6 @@ def _pydantic_message(error: ValidationError, prefix: str = "", model: type = St
         text = f"{path}: {first['msg']}"
     else:
         text = f"{path}: {value!r}: {first['msg']}"
-    if len(errors) > 1:
-        text += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
     return text
 
 

@@ -17,6 +17,12 @@ Tables (``SCHEMA_VERSION`` 1):
 ``metrics``
     long form ``(run_id, epoch, name, value)``, epoch 1-based, one row per History key and
     epoch. NaN is stored as NULL (SQLite has no NaN) and read back as NaN.
+``leases``
+    the runs some process is training now (:mod:`bnlab.study.leases`): several ``bnlab run``
+    processes on one store share its runs instead of each training all of them.
+
+A SQLite file that already holds tables but is not a bnlab store is refused (never extended
+with bnlab's tables); an empty file becomes a store.
 
 Every run is written in one ``BEGIN IMMEDIATE … COMMIT`` transaction (run row + all its metric
 rows) with ``synchronous=FULL``, so a run is either entirely in the store or not at all.
@@ -30,7 +36,7 @@ import math
 import os
 import platform
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +44,7 @@ from typing import Any
 
 from bnlab._validation import did_you_mean
 from bnlab.errors import ConfigError, DataError
+from bnlab.study import leases as _leases
 from bnlab.study.jobs import RunOutcome, utc_now
 
 SCHEMA_VERSION = 1
@@ -82,7 +89,7 @@ CREATE TABLE IF NOT EXISTS metrics (
     value REAL,
     PRIMARY KEY (run_id, name, epoch)
 ) WITHOUT ROWID;
-"""
+""" + _leases.LEASE_SCHEMA
 
 
 def spec_hash(spec: dict[str, Any]) -> str:
@@ -129,6 +136,7 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=60.0)
+            self._refuse_foreign()
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute("PRAGMA foreign_keys=ON")
@@ -159,6 +167,29 @@ class Store:
             self._conn.execute("ROLLBACK")
             raise
         self._conn.execute("COMMIT")
+
+    def _refuse_foreign(self) -> None:
+        """A database with tables but no bnlab ``meta`` row is someone else's: refuse it before
+        anything (even the WAL switch) writes to it."""
+        tables = {
+            r[0]
+            for r in self._conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'"
+            ).fetchall()
+        }
+        if not tables:
+            return
+        ours = "meta" in tables and self._conn.execute(
+            "SELECT 1 FROM meta WHERE key = 'schema_version'"
+        ).fetchone()
+        if not ours:
+            self._conn.close()
+            shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+            raise DataError(
+                f"store: {str(self.path)!r} is an SQLite database but not a bnlab study store "
+                f"(it holds the tables {shown}); bnlab leaves it untouched: give --store a "
+                "new file"
+            )
 
     def _check_schema(self) -> None:
         row = self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -223,7 +254,14 @@ class Store:
         return max(refs, key=lambda r: r.study_id)
 
     def open_study(
-        self, name: str, spec: dict[str, Any], *, question: str, variants: list[str], new: bool
+        self,
+        name: str,
+        spec: dict[str, Any],
+        *,
+        question: str,
+        variants: list[str],
+        new: bool,
+        run_changes: Callable[[dict[str, Any], set[tuple[str, int]]], list[str]] | None = None,
     ) -> tuple[StudyRef, bool]:
         """The study version a run of ``spec`` continues, or a new one; returns ``(ref, created)``.
 
@@ -232,6 +270,12 @@ class Store:
         the latest version holds no run yet (then its spec is replaced: nothing was measured
         under the old one). ``new`` on an identical spec also starts a fresh version (a
         deliberate repeat of the study).
+
+        ``run_changes(old_spec, stored_runs)`` (the runner passes
+        :func:`bnlab.study.growth.run_changes`) lets a study *grow in place*: it returns the
+        changes that alter what a stored ``(variant, seed)`` run means; when there are none
+        (seeds or variants added, the question reworded) the study's spec is replaced and
+        every stored run is kept; otherwise the refusal names those changes.
         """
         digest = spec_hash(spec)
         existing = [r for r in self.studies() if r.name == name]
@@ -239,8 +283,11 @@ class Store:
             latest = existing[-1]
             if latest.spec_hash == digest:
                 return latest, False
-            if not self._has_runs(latest):
-                # Nothing ran under the old spec (e.g. its data were missing): re-specify it.
+            altering: list[str] | None = None
+            if run_changes is not None and self._has_runs(latest):
+                altering = run_changes(latest.spec, self.completed(latest))
+            if not self._has_runs(latest) or altering == []:
+                # Nothing measured under the old spec changes meaning: re-specify in place.
                 with self.transaction() as conn:
                     conn.execute(
                         "UPDATE studies SET spec_json = ?, spec_hash = ?, variants_json = ?, "
@@ -255,12 +302,38 @@ class Store:
                     )
                 return self.select(f"{name}@{latest.version}")[0], False
             changes = "; ".join(describe_changes(latest.spec, spec)) or "formatting only"
+            why = ""
+            if altering:
+                why = f", which changes runs already stored: {'; '.join(altering)}"
             raise ConfigError(
                 f"study {name!r} in {str(self.path)!r} was run with a different spec "
-                f"({changes}); pass new=True (--new) to start {name}@{latest.version + 1} "
+                f"({changes}){why}; pass new=True (--new) to start {name}@{latest.version + 1} "
                 f"in this store, or use another store"
             )
         version = existing[-1].version + 1 if existing else 1
+        try:
+            self._insert_study(name, version, spec, digest, question, variants)
+        except sqlite3.IntegrityError:
+            # Another process created this version between our read and our write (two
+            # `bnlab run` started together): the same spec is the same study, shared.
+            same = self.select(f"{name}@{version}")[0]
+            if same.spec_hash != digest:
+                raise ConfigError(
+                    f"study {name!r}: another process just started {same.label} in "
+                    f"{str(self.path)!r} with a different spec; run again to see the changes"
+                ) from None
+            return same, False
+        return self.select(f"{name}@{version}")[0], True
+
+    def _insert_study(
+        self,
+        name: str,
+        version: int,
+        spec: dict[str, Any],
+        digest: str,
+        question: str,
+        variants: list[str],
+    ) -> None:
         import torch
 
         from bnlab import __version__
@@ -282,7 +355,6 @@ class Store:
                     _now(),
                 ),
             )
-        return self.select(f"{name}@{version}")[0], True
 
     # -- runs ------------------------------------------------------------------------------
     def _has_runs(self, ref: StudyRef) -> bool:
@@ -311,6 +383,10 @@ class Store:
                 "SELECT run_id, status FROM runs WHERE study_id = ? AND variant = ? AND seed = ?",
                 (ref.study_id, req.variant, req.seed),
             ).fetchone()
+            conn.execute(
+                "DELETE FROM leases WHERE study_id = ? AND variant = ? AND seed = ?",
+                (ref.study_id, req.variant, req.seed),
+            )
             if old is not None:
                 if old[1] != "failed":
                     return None
@@ -345,6 +421,27 @@ class Store:
                 ],
             )
         return run_id
+
+    # -- leases (bnlab.study.leases) -------------------------------------------------------
+    def claim(
+        self,
+        ref: StudyRef,
+        keys: Iterable[tuple[str, int]],
+        owner: _leases.Owner,
+        ttl: float = _leases.DEFAULT_TTL,
+    ) -> list[tuple[str, int]]:
+        """Claim the runs of ``keys`` that are neither stored nor held by a live process."""
+        with self.transaction() as conn:
+            return _leases.claim(conn, ref.study_id, list(keys), owner, ttl)
+
+    def release(self, ref: StudyRef, owner: _leases.Owner) -> None:
+        """Give back every run ``owner`` still holds in ``ref`` (it stops training them)."""
+        with self.transaction() as conn:
+            _leases.release(conn, owner, ref.study_id)
+
+    def leases(self, ref: StudyRef) -> list[_leases.Lease]:
+        """The runs of ``ref`` that some process holds now."""
+        return _leases.read_leases(self._conn, ref.study_id)
 
     def query(self, sql: str, params: tuple = ()) -> list[tuple]:
         """Read-only helper for the loaders in :mod:`bnlab.study.frames`."""

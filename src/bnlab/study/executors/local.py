@@ -6,15 +6,17 @@ the driver asks for the next outcome, i.e. after it has committed the previous o
 ``jobs=N > 1`` starts ``N`` worker processes (``spawn``: a fresh interpreter, safe with
 torch's thread pools), hands each the study's datasets once (at start-up, not per run) and
 gives each ``cpu_count // N`` torch threads so the workers do not oversubscribe the cores.
-Outcomes come back in completion order. Epoch-level progress is not reported from workers.
+Outcomes come back in completion order. Epoch-level progress comes back from the workers
+through a queue that a driver thread reads and hands to ``on_epoch_end``.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
 from bnlab.study.executors import Executor, run_group
@@ -23,16 +25,27 @@ from bnlab.study.jobs import RunOutcome, RunRequest
 _WORKER: dict = {}
 
 
-def _init_worker(datasets: dict, engine: str, device: str, threads: int) -> None:
+def _init_worker(datasets: dict, engine: str, device: str, threads: int, epochs=None) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    _WORKER.update(datasets=datasets, engine=engine, device=device)
+    _WORKER.update(datasets=datasets, engine=engine, device=device, epochs=epochs)
 
 
 def _work(group: list[RunRequest]) -> list[RunOutcome]:
     dataset = _WORKER["datasets"][group[0].data_key]
-    return list(run_group(group, dataset, engine=_WORKER["engine"], device=_WORKER["device"]))
+    queue = _WORKER.get("epochs")
+    hook = None
+    if queue is not None:
+
+        def hook(request: RunRequest, epoch: int, logs: dict) -> None:
+            queue.put((request.key, epoch, {k: float(v) for k, v in logs.items()}))
+
+    return list(
+        run_group(
+            group, dataset, engine=_WORKER["engine"], device=_WORKER["device"], on_epoch_end=hook
+        )
+    )
 
 
 class LocalExecutor(Executor):
@@ -46,25 +59,54 @@ class LocalExecutor(Executor):
         self._queue: list[list[RunRequest]] = []
         self._futures: dict[Future, list[RunRequest]] = {}
         self._pool = None
+        self._epochs = self._reader = None
+        self._requests: dict[tuple[str, int], RunRequest] = {}
         if self.jobs > 1:
             threads = max(1, (os.cpu_count() or 1) // self.jobs)
+            context = multiprocessing.get_context("spawn")
+            if on_epoch_end is not None:
+                self._epochs = context.Queue()
+                self._reader = threading.Thread(
+                    target=self._read_epochs, name="bnlab-epochs", daemon=True
+                )
+                self._reader.start()
             self._pool = ProcessPoolExecutor(
                 max_workers=self.jobs,
-                mp_context=multiprocessing.get_context("spawn"),
+                mp_context=context,
                 initializer=_init_worker,
-                initargs=(datasets, engine, device, threads),
+                initargs=(datasets, engine, device, threads, self._epochs),
             )
+
+    def _read_epochs(self) -> None:
+        """Driver thread: epoch reports from the workers -> ``on_epoch_end``."""
+        while True:
+            item = self._epochs.get()
+            if item is None:
+                return
+            key, epoch, logs = item
+            request = self._requests.get(key)
+            if request is not None:
+                try:
+                    self._on_epoch_end(request, epoch, logs)
+                except Exception:  # noqa: BLE001 - a display problem must not stop training
+                    pass
 
     def _close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        if self._reader is not None:
+            self._epochs.put(None)
+            self._reader.join(timeout=5.0)
+            self._epochs.close()
+            self._reader = None
 
     def submit(self, group: Sequence[RunRequest]) -> None:
         group = list(group)
         if self._pool is None:
             self._queue.append(group)
         else:
+            self._requests.update({request.key: request for request in group})
             self._futures[self._pool.submit(_work, group)] = group
 
     def results(self) -> Iterator[RunOutcome]:
@@ -79,7 +121,9 @@ class LocalExecutor(Executor):
                     on_epoch_end=self._on_epoch_end,
                 )
             return
-        for future in as_completed(list(self._futures)):
+        while self._futures:  # groups submitted while this runs are waited for too
+            done, _ = wait(list(self._futures), return_when=FIRST_COMPLETED)
+            future = next(iter(done))
             group = self._futures.pop(future)
             try:
                 outcomes = future.result()
