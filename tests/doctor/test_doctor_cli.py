@@ -100,10 +100,8 @@ def test_bad_data_and_bad_factories(runner, factory, tmp_path):
         app, ["doctor", f"{path}:build_mnist", "-w", str(weights), "--data", "digits"]
     )
     _fails_cleanly(result, "does not fit the model")
-    result = runner.invoke(
-        app, ["doctor", "run-42", "--store", str(tmp_path / "runs.db"), "--data", "digits"]
-    )
-    _fails_cleanly(result, "do not store")
+    result = runner.invoke(app, ["doctor", "run-42", "--data", "digits"])  # a study's run id
+    _fails_cleanly(result, "no such file", "module:factory")
     result = runner.invoke(app, ["doctor", f"{path}:build", "--data", "digits", "-O", "scale"])
     _fails_cleanly(result, "KEY=VALUE")
 
