@@ -19,7 +19,10 @@ from bnlab.nn.momentum import keras_to_torch_momentum, torch_to_keras_momentum
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {"nn", "models", "data", "train", "study", "report", "doctor", "cli", "errors"}
+_SUBMODULES = {
+    "nn", "models", "data", "train", "study", "report", "doctor", "cli", "errors", "monitor",
+    "keras", "torch", "lightning",
+}  # fmt: skip
 _LAZY_ATTRS = {
     "diagnose": ("bnlab.doctor", "diagnose"),
     "recalibrate": ("bnlab.doctor", "recalibrate"),

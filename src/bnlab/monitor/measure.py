@@ -1,0 +1,201 @@
+"""One measurement of a model's BN during training, on bounded samples, restoring everything.
+
+On the user's own model (no copy: a copy per epoch would cost more than the measurement),
+through the doctor's adapters:
+
+1. the validation sample in inference mode, BN on its moving averages;
+2. exact statistics of every BN layer's inputs over the training sample (one training-mode
+   forward per chunk, dropout off, pooled over all values as PreciseBN does:
+   :class:`~bnlab.doctor.moments.PooledMoments`);
+3. the validation sample again with those exact statistics swapped in;
+
+then every BN buffer (PyTorch) or non-trainable variable (Keras) is put back bit for bit and
+the global random streams are as they were, in ``finally``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from bnlab.doctor import rules
+from bnlab.doctor.adapters import BNLayer, ModelAdapter
+from bnlab.doctor.metrics import LossFn, Meter, predictions
+from bnlab.doctor.recalibrate import recalibration_targets
+from bnlab.doctor.torch_graph import is_bn
+
+
+@dataclass
+class LayerReading:
+    """One BN layer at one measurement."""
+
+    path: str
+    momentum: float | None  # Keras convention
+    steps: int | None
+    initial_weight: float | None  # momentum ** steps
+    mean_error_std: float | None = None
+    variance_ratio_median: float | None = None
+    nonfinite: dict = field(default_factory=dict)
+    changed: bool | None = None  # moving statistics differ from the previous measurement
+    expected_to_update: bool = True
+
+
+@dataclass
+class Reading:
+    """What one measurement found (accuracies are ``None`` without class labels)."""
+
+    samples_val: int
+    samples_train: int
+    exact_from: str  # "training" or "validation" (no training inputs were seen)
+    inference_accuracy: float | None
+    exact_accuracy: float | None
+    inference_loss: float | None
+    exact_loss: float | None
+    gained: int | None  # samples right only with exact statistics
+    lost: int | None  # samples right only with the moving averages
+    layers: list[LayerReading]
+    running: dict  # {path: (mean, var)} as stored, for the next change test
+    population: dict  # {path: (mean, biased var, count)} exact statistics
+
+
+@contextlib.contextmanager
+def restored_state(adapter: ModelAdapter):
+    """Every BN buffer / non-trainable variable and the global RNG streams, put back after."""
+    model = adapter.model
+    if adapter.framework == "torch":
+        saved = [
+            (b, b.detach().clone())
+            for _, m in model.named_modules()
+            if is_bn(m)
+            for b in m.buffers()
+            if b is not None
+        ]
+        devices = sorted({b.device.index for b, _ in saved if b.device.type == "cuda"})
+    else:
+        saved = [(v, np.array(v.numpy(), copy=True)) for v in model.non_trainable_variables]
+        devices = []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        with torch.no_grad():
+            for var, value in saved:
+                if isinstance(value, torch.Tensor):
+                    var.copy_(value)
+                else:
+                    var.assign(value)
+
+
+def _chunks(x: torch.Tensor, y, size: int):
+    """Slices of at most ``size`` samples; a last slice of one joins the one before.
+
+    A BN layer in training mode cannot normalise a batch of one sample.
+    """
+    bounds = list(range(0, x.shape[0], size)) + [x.shape[0]]
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
+        del bounds[-2]
+    for i, j in zip(bounds[:-1], bounds[1:], strict=False):
+        yield x[i:j], (None if y is None else y[i:j])
+
+
+def _score(adapter, x, y, loss_fn: LossFn, chunk: int) -> tuple[Meter, torch.Tensor | None]:
+    """Inference-mode loss/accuracy and, with class labels, which samples are right."""
+    meter, right = Meter(loss_fn), []
+    for xb, yb in _chunks(x, y, chunk):
+        logits = adapter.forward(adapter.prepare(xb, "as-given"), train=False)
+        meter.add(logits, yb)
+        if yb is not None:
+            right.append(predictions(logits).cpu() == yb.reshape(-1).long().cpu())
+    return meter, (torch.cat(right) if right else None)
+
+
+def _steps(adapter: ModelAdapter, layer: BNLayer) -> int | None:
+    if layer.steps is not None:
+        return layer.steps
+    return adapter.optimizer_steps() if adapter.framework == "keras" else None
+
+
+def expected_to_update(layer: BNLayer) -> bool:
+    """Whether a training step should move this layer's statistics."""
+    if not (layer.uses_batch_stats_in_training and layer.tracks_running_stats):
+        return False
+    if layer.momentum is not None and layer.momentum >= 1.0:
+        return False
+    # PyTorch's frozen BN (eval mode and no trainable parameter) is frozen on purpose.
+    return not (layer.in_train_mode is False and layer.params_frozen)
+
+
+def measure(
+    adapter: ModelAdapter,
+    x_val: torch.Tensor,
+    y_val: torch.Tensor | None,
+    x_train: torch.Tensor | None,
+    loss_fn: LossFn,
+    *,
+    chunk: int = 512,
+    previous: dict | None = None,
+) -> Reading:
+    """Measure ``adapter``'s model now (see the module docstring); its state is unchanged."""
+    bn = adapter.bn_layers()
+    running = adapter.running_stats()
+    exact_from = "training"
+    if x_train is None:
+        x_train, exact_from = x_val, "validation"
+    with restored_state(adapter):
+        inference, right_moving = _score(adapter, x_val, y_val, loss_fn, chunk)
+        capture: dict = {}
+        population: dict = {}
+        if bn:
+            for xb, _ in _chunks(x_train, None, chunk):
+                adapter.forward(adapter.prepare(xb, "as-given"), train=True, capture=capture)
+            population = {p: (*m.numpy(), m.count) for p, m in capture.items()}
+            targets = recalibration_targets(adapter)
+            adapter.set_running_stats({p: s for p, s in population.items() if p in targets})
+            exact, right_exact = _score(adapter, x_val, y_val, loss_fn, chunk)
+        else:
+            exact, right_exact = inference, right_moving
+    gained = lost = None
+    if right_moving is not None and right_exact is not None and inference.accuracy is not None:
+        gained = int((right_exact & ~right_moving).sum())
+        lost = int((right_moving & ~right_exact).sum())
+    layers = []
+    for layer in bn:
+        steps = _steps(adapter, layer)
+        reading = LayerReading(
+            path=layer.path,
+            momentum=layer.momentum,
+            steps=steps,
+            initial_weight=rules.initial_weight(layer.momentum, steps),
+            expected_to_update=expected_to_update(layer),
+        )
+        if layer.path in running:
+            rm, rv = running[layer.path]
+            reading.nonfinite = rules.nonfinite_channels(rm, rv)
+            if layer.path in population and not rules.statistics_broken(reading.nonfinite):
+                pm, pv, _ = population[layer.path]
+                dist = rules.stat_distance(rm, rv, pm, pv, layer.epsilon)
+                reading.mean_error_std = dist["mean_error_std"]
+                reading.variance_ratio_median = dist["variance_ratio_median"]
+            if previous is not None and layer.path in previous:
+                pm_, pv_ = previous[layer.path]
+                reading.changed = not (
+                    np.array_equal(rm, pm_, equal_nan=True) and np.array_equal(rv, pv_, equal_nan=True)
+                )
+        layers.append(reading)
+    return Reading(
+        samples_val=int(x_val.shape[0]),
+        samples_train=int(x_train.shape[0]),
+        exact_from=exact_from,
+        inference_accuracy=inference.accuracy,
+        exact_accuracy=exact.accuracy,
+        inference_loss=inference.loss,
+        exact_loss=exact.loss,
+        gained=gained,
+        lost=lost,
+        layers=layers,
+        running=running,
+        population=population,
+    )
