@@ -19,6 +19,7 @@ after every measurement (a test compares every weight, bit for bit).
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from bnlab.doctor.torch_adapter import TorchAdapter
@@ -32,29 +33,30 @@ class TorchHooks:
     """Read-only hooks on a module: training inputs and BN train/eval calls."""
 
     def __init__(self, model: nn.Module, watcher: Watcher, *, inputs: bool = True) -> None:
-        import torch
-
-        self._torch = torch
         self.model = model
         self.watcher = watcher
         self.paused = False
         self.train_calls = 0
         self.calls: dict[str, list[int]] = {}
-        self._handles = [model.register_forward_pre_hook(self._on_model)] if inputs else []
+        # Closures, not bound methods: copy.deepcopy(model) shares a function, not the monitor.
+        self._handles = [model.register_forward_pre_hook(self._model_hook())] if inputs else []
         for path, m in model.named_modules():
             if is_bn(m):
                 self.calls[path] = [0, 0]
                 self._handles.append(m.register_forward_pre_hook(self._bn_hook(path)))
 
-    def _on_model(self, module, args) -> None:
-        if self.paused or not self._torch.is_grad_enabled() or not args:
-            return
-        self.train_calls += 1
-        self.watcher.reservoir.add(first_input(args[0] if len(args) == 1 else args))
+    def _model_hook(self):
+        def hook(module, args) -> None:
+            if self.paused or not torch.is_grad_enabled() or not args:
+                return
+            self.train_calls += 1
+            self.watcher.reservoir.add(first_input(args[0] if len(args) == 1 else args))
+
+        return hook
 
     def _bn_hook(self, path: str):
         def hook(module, args) -> None:
-            if not self.paused and self._torch.is_grad_enabled():
+            if not self.paused and torch.is_grad_enabled():
                 self.calls[path][0 if module.training else 1] += 1
 
         return hook
