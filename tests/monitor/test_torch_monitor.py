@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import all_weights, evaluate, mlp, train_epoch
+from monitor_helpers import all_weights, evaluate, mlp, train_epoch
 
 import bnlab.torch
 from bnlab.doctor import rules
