@@ -5,7 +5,12 @@ fraction of the running value *kept*, Keras's convention). Studies train many
 variants x seeds and report statistics; the doctor names what is wrong with the BN
 of a trained model and proves it by intervening on a copy.
 
-``import bnlab`` imports neither Keras nor TensorFlow; sub-packages load lazily.
+The monitor watches BN while you train: ``bnlab.keras.BNMonitor(validation_data=...)`` (a
+Keras 3 callback), ``bnlab.torch.BNMonitor(model, val_data)`` (plain PyTorch loops) and
+``bnlab.lightning.BNMonitor()`` (a Lightning callback), with the doctor's findings.
+
+``import bnlab`` imports neither Keras, TensorFlow nor Lightning; sub-packages load lazily
+(``bnlab.keras`` imports Keras, ``bnlab.lightning`` Lightning).
 """
 
 from __future__ import annotations
