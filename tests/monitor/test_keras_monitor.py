@@ -110,3 +110,39 @@ def test_recalibrate_at_end_leaves_exact_statistics_and_says_so(keras):
     expected = bnlab.recalibrate(model, (x[:128], y[:128]), batch_size=512)
     for got, want in zip(model.non_trainable_weights, expected.non_trainable_weights, strict=True):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_custom_loop_without_training_true_is_named(keras):
+    """A custom loop that calls ``model(x)`` (training defaults to False): BN never updates."""
+    import torch
+
+    import bnlab.keras
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(1.0, 2.0, size=(96, 28, 28, 1)).astype("float32")
+    y = keras.utils.to_categorical((x.mean(axis=(1, 2, 3)) > 1.0).astype("int64"), 10)
+    keras.utils.set_random_seed(0)
+    model = create_model(keras)
+    model.compile(loss="categorical_crossentropy", optimizer="adam")
+    lines: list[str] = []
+    monitor = bnlab.keras.BNMonitor(validation_data=(x[64:], y[64:]), train_data=(x[:64], y[:64]),
+                                    warn=lines.append)  # fmt: skip
+    monitor.set_model(model)
+    monitor.on_train_begin()
+    loss_fn = keras.losses.CategoricalCrossentropy()
+    for epoch in range(2):
+        monitor.on_epoch_begin(epoch)
+        for i in range(0, 64, 32):
+            xb, yb = torch.as_tensor(x[i : i + 32]), torch.as_tensor(y[i : i + 32])
+            model.zero_grad()
+            loss = loss_fn(yb, model(xb))  # the bug: no training=True
+            loss.backward()
+            grads = [v.value.grad for v in model.trainable_weights]
+            with torch.no_grad():
+                model.optimizer.apply(grads, model.trainable_weights)
+        monitor.on_epoch_end(epoch, {})
+    monitor.on_train_end()
+    assert monitor.watcher.first_epoch["stats-never-updated"] == "epoch 1"
+    assert lines[0].startswith("epoch 1: BN statistics not updating in batch_normalization")
+    assert "without training mode" in lines[0] and "training=True" in lines[0]
+    assert monitor.history["bn_unchanged_layers"].tolist() == [3.0, 3.0]

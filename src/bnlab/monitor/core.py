@@ -9,8 +9,10 @@ prints one line per finding the first time it appears.
 Sample sizes (the cost): the validation sample is at most ``val_samples`` and at most
 ``sample_fraction`` of the training samples seen in the period; the training sample for the
 exact statistics half of that, at most ``train_samples``. The monitor's passes then cost
-about ``1.5 * sample_fraction`` forward passes per training sample, against the three
-(forward and backward) of the training step itself: about 5 % of an epoch by default.
+about ``2.5 * sample_fraction`` forward passes per training sample (two over the validation
+sample, one over the training sample), against the three (forward and backward) of the
+training step itself and one more for Keras's own validation: about 5 % of an epoch by
+default (``benchmarks/monitor_overhead.py`` measures it).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ class Watcher:
         train_data=None,
         val_samples: int = 2048,
         train_samples: int = 512,
-        sample_fraction: float | None = 0.1,
+        sample_fraction: float | None = 0.08,
         loss=None,
         seed: int = 0,
         chunk: int = 512,

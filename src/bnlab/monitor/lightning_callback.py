@@ -43,7 +43,7 @@ class BNMonitor(pl.Callback):
         train_data=None,
         val_samples: int = 2048,
         train_samples: int = 512,
-        sample_fraction: float | None = 0.1,
+        sample_fraction: float | None = 0.08,
         loss=None,
         recalibrate_at_end: bool = False,
         verbose: bool = True,

@@ -11,6 +11,11 @@ through the doctor's adapters:
 
 then every BN buffer (PyTorch) or non-trainable variable (Keras) is put back bit for bit and
 the global random streams are as they were, in ``finally``.
+
+Keras models do 2 and 3 in one call per validation chunk (a Keras call costs far more than a
+PyTorch one): the batch is the training sample followed by validation samples, and every BN
+layer normalises all rows with the exact statistics of the training rows, which is
+inference mode with those statistics swapped in (:func:`keras_exact_pass`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import torch
 from bnlab.doctor import rules
 from bnlab.doctor.adapters import BNLayer, ModelAdapter
 from bnlab.doctor.metrics import LossFn, Meter, predictions
+from bnlab.doctor.moments import PooledMoments
 from bnlab.doctor.recalibrate import recalibration_targets
 from bnlab.doctor.torch_graph import is_bn
 
@@ -112,6 +118,57 @@ def _score(adapter, x, y, loss_fn: LossFn, chunk: int) -> tuple[Meter, torch.Ten
     return meter, (torch.cat(right) if right else None)
 
 
+def _keras_bn_call(layer, n_head: int, capture: dict | None):
+    """A Keras BN ``call`` normalising every row with the statistics of the first ``n_head``."""
+
+    def call(inputs, *args, **kwargs):
+        t = torch.as_tensor(inputs)
+        axis = layer.axis % t.dim()
+        head = t[:n_head]
+        if capture is not None:
+            capture.setdefault(layer.name, PooledMoments()).update(head, axis)
+        dims = [d for d in range(t.dim()) if d != axis]
+        mean = head.mean(dim=dims, keepdim=True)
+        var = head.var(dim=dims, unbiased=False, keepdim=True)
+        shape = [1] * t.dim()
+        shape[axis] = -1
+        inv = torch.rsqrt(var + layer.epsilon)
+        if getattr(layer, "scale", False) and layer.gamma is not None:
+            inv = inv * torch.as_tensor(layer.gamma.value).reshape(shape)
+        out = (t - mean) * inv
+        if getattr(layer, "center", False) and layer.beta is not None:
+            out = out + torch.as_tensor(layer.beta.value).reshape(shape)
+        return out
+
+    return call
+
+
+def keras_exact_pass(adapter, x_train, x_val, y_val, loss_fn: LossFn, chunk: int):
+    """Exact-statistics scores of a Keras model's validation rows, and the exact statistics.
+
+    One call per chunk of validation samples: ``[training sample; chunk]``, each BN layer
+    normalising with the training rows' statistics (captured on the first call).
+    """
+    bns = [lay for lay in adapter._layers if type(lay).__name__ == "BatchNormalization"]
+    targets = recalibration_targets(adapter)
+    capture: dict = {}
+    meter, right = Meter(loss_fn), []
+    n_head = int(x_train.shape[0])
+    for k, (xb, yb) in enumerate(_chunks(x_val, y_val, chunk)):
+        with contextlib.ExitStack() as stack:
+            for lay in bns:
+                if lay.name in targets:
+                    fn = _keras_bn_call(lay, n_head, capture if k == 0 else None)
+                    stack.enter_context(adapter._patched(lay, fn))
+            both = torch.cat([x_train.to(xb.dtype), xb])
+            logits = adapter.forward(adapter.prepare(both, "as-given"), train=False)[n_head:]
+        meter.add(logits, yb)
+        if yb is not None:
+            right.append(predictions(logits).cpu() == yb.reshape(-1).long().cpu())
+    population = {p: (*m.numpy(), m.count) for p, m in capture.items()}
+    return meter, (torch.cat(right) if right else None), population
+
+
 def _steps(adapter: ModelAdapter, layer: BNLayer) -> int | None:
     if layer.steps is not None:
         return layer.steps
@@ -148,7 +205,11 @@ def measure(
         inference, right_moving = _score(adapter, x_val, y_val, loss_fn, chunk)
         capture: dict = {}
         population: dict = {}
-        if bn:
+        if bn and adapter.framework == "keras" and x_train.shape[0] <= chunk:
+            exact, right_exact, population = keras_exact_pass(
+                adapter, x_train, x_val, y_val, loss_fn, chunk
+            )
+        elif bn:
             for xb, _ in _chunks(x_train, None, chunk):
                 adapter.forward(adapter.prepare(xb, "as-given"), train=True, capture=capture)
             population = {p: (*m.numpy(), m.count) for p, m in capture.items()}

@@ -92,8 +92,8 @@ class BNMonitor:
         reservoir of the inputs the model was trained on during the period.
     val_samples, train_samples, sample_fraction:
         Sample bounds (see :mod:`bnlab.monitor.core`): by default at most 2,048 validation
-        and 512 training samples, and at most a tenth (validation) and a twentieth
-        (training) of the training samples seen since the last measurement.
+        and 512 training samples, and at most 8 % (validation) and 4 % (training) of the
+        training samples seen since the last measurement (at least 64 and 32).
     loss:
         As :func:`bnlab.diagnose` (``None``: cross-entropy chosen from the logits' shape).
     recalibrate_at_end:
@@ -110,7 +110,7 @@ class BNMonitor:
         train_data=None,
         val_samples: int = 2048,
         train_samples: int = 512,
-        sample_fraction: float | None = 0.1,
+        sample_fraction: float | None = 0.08,
         loss=None,
         recalibrate_at_end: bool = False,
         verbose: bool = True,
