@@ -121,3 +121,30 @@ def test_import_bnlab_imports_neither_keras_nor_lightning():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_regression_targets_are_scored_by_their_loss(digits):
+    """Float targets: mean squared error in both modes, no accuracy keys."""
+    x, _, xv, _ = digits
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.BatchNorm1d(16, momentum=0.001),
+                                torch.nn.ReLU(), torch.nn.Linear(16, 2))  # fmt: skip
+    target = lambda a: torch.stack([a.mean(1), a[:, :32].mean(1)], 1) * 10  # noqa: E731
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    monitor = bnlab.torch.BNMonitor(model, (xv, target(xv)), warn=lambda line: None,
+                                    sample_fraction=None, train_samples=1280)  # fmt: skip
+    model.train()
+    for i in range(0, 1280, 64):
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(x[i : i + 64]), target(x[i : i + 64])).backward()
+        opt.step()
+    logs = monitor.epoch_end()
+    assert "val_accuracy_moving_bn" not in logs
+    model.eval()
+    with torch.no_grad():
+        moving = float(torch.nn.functional.mse_loss(model(xv), target(xv)))
+    assert logs["val_loss_moving_bn"] == pytest.approx(moving, rel=1e-5)
+    recalibrated = bnlab.recalibrate(model, x[:1280], batch_size=1280).eval()
+    with torch.no_grad():
+        exact = float(torch.nn.functional.mse_loss(recalibrated(xv), target(xv)))
+    assert logs["val_loss_exact_bn"] == pytest.approx(exact, rel=1e-5)

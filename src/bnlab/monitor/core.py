@@ -37,6 +37,10 @@ LOG = logging.getLogger("bnlab.monitor")
 MIN_VAL, MIN_TRAIN = 64, 32
 
 
+def _mse(outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.mse_loss(outputs.reshape(y.shape).float(), y.float())
+
+
 def _log_warning(line: str) -> None:
     LOG.warning("bnlab: %s", line)
 
@@ -68,7 +72,9 @@ class Watcher:
         self.chunk = check_positive_int("chunk", chunk)
         if warn is not None and not callable(warn):
             raise ConfigError(f"warn: {warn!r} is not callable")
+        self._loss = loss
         self.loss_fn = resolve_loss(loss)
+        self.classify = True
         self.seed = int(seed)
         self.verbose = bool(verbose)
         self.warn = warn or _log_warning
@@ -91,7 +97,7 @@ class Watcher:
         """Start watching ``adapter``'s model: read the samples and the current statistics."""
         self.adapter = adapter
         if self.val is None and self._val_data is not None:
-            self.val = fixed_sample(self._val_data, self.val_samples, self.seed)
+            self.set_validation(self._val_data)
         if self.train_x is None and self._train_data is not None:
             self.train_x, _ = fixed_sample(self._train_data, self.train_samples, self.seed + 2)
         self._previous = adapter.running_stats()
@@ -100,6 +106,11 @@ class Watcher:
         """Validation data found late (Lightning's val loader)."""
         self._val_data = data
         self.val = fixed_sample(data, self.val_samples, self.seed)
+        y = self.val[1]
+        # Floating targets that are not one-hot rows: a regression, scored by its loss.
+        self.classify = y is None or not y.is_floating_point()
+        if not self.classify and self._loss is None:
+            self.loss_fn = _mse
 
     def sizes(self) -> tuple[int, int]:
         """``(validation, training)`` sample sizes for this measurement."""
@@ -137,7 +148,7 @@ class Watcher:
             train_x = self.train_x[:n_train]
         reading = measure(
             self.adapter, x_val, y_val, train_x, self.loss_fn,
-            chunk=self.chunk, previous=self._previous,
+            chunk=self.chunk, previous=self._previous, classify=self.classify,
         )  # fmt: skip
         self._previous = reading.running
         label = f"epoch {epoch}" if step is None else f"step {step}"

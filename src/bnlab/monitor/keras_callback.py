@@ -17,6 +17,7 @@ Keras is imported when this module is; it runs on the torch backend (the doctor'
 from __future__ import annotations
 
 from bnlab.doctor.keras_adapter import KerasAdapter, import_keras
+from bnlab.errors import ConfigError
 from bnlab.monitor.core import Watcher
 from bnlab.monitor.sampling import first_input
 
@@ -28,8 +29,9 @@ class BNMonitor(keras.callbacks.Callback):
 
     ``validation_data`` is required: the monitor scores its own bounded sample of it in
     inference mode and with exact statistics (``val_accuracy_moving_bn``,
-    ``val_accuracy_exact_bn``; ``val_loss_*`` without class labels). One-hot labels are read
-    as class indices. With ``recalibrate_at_end=True`` the model leaves ``fit`` with exact
+    ``val_accuracy_exact_bn``, ``val_loss_moving_bn``, ``val_loss_exact_bn``; losses only
+    (mean squared error unless ``loss`` is given) when the targets are not class labels).
+    One-hot labels are read as class indices. With ``recalibrate_at_end=True`` the model leaves ``fit`` with exact
     statistics, and the monitor says so.
     """
 
@@ -48,15 +50,13 @@ class BNMonitor(keras.callbacks.Callback):
         warn=None,
     ) -> None:
         super().__init__()
+        if validation_data is None:
+            raise ConfigError("validation_data: None; pass the (x_val, y_val) the model is scored on")
         self.watcher = Watcher(
             validation_data, train_data=train_data, val_samples=val_samples,
             train_samples=train_samples, sample_fraction=sample_fraction, loss=loss,
             seed=seed, verbose=verbose, warn=warn,
         )  # fmt: skip
-        if validation_data is None:
-            from bnlab.errors import ConfigError
-
-            raise ConfigError("validation_data: None; pass the (x_val, y_val) the model is scored on")
         self.recalibrate_at_end = bool(recalibrate_at_end)
         self._iterations = None
         self._wrapped = False

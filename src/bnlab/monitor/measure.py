@@ -107,9 +107,30 @@ def _chunks(x: torch.Tensor, y, size: int):
         yield x[i:j], (None if y is None else y[i:j])
 
 
-def _score(adapter, x, y, loss_fn: LossFn, chunk: int) -> tuple[Meter, torch.Tensor | None]:
+class LossMeter(Meter):
+    """A :class:`Meter` for targets that are not class labels: the mean loss only."""
+
+    def add(self, logits: torch.Tensor, y: torch.Tensor | None) -> None:
+        n = logits.shape[0]
+        self.n += n
+        if y is not None:
+            self.labelled += n
+            self.loss_sum += float(self.loss_fn(logits.float(), y.to(logits.device))) * n
+
+    @property
+    def accuracy(self) -> None:
+        return None
+
+
+def _score(
+    adapter, x, y, loss_fn: LossFn, chunk: int, classify: bool = True
+) -> tuple[Meter, torch.Tensor | None]:
     """Inference-mode loss/accuracy and, with class labels, which samples are right."""
-    meter, right = Meter(loss_fn), []
+    meter, right = (Meter if classify else LossMeter)(loss_fn), []
+    if not classify:
+        for xb, yb in _chunks(x, y, chunk):
+            meter.add(adapter.forward(adapter.prepare(xb, "as-given"), train=False), yb)
+        return meter, None
     for xb, yb in _chunks(x, y, chunk):
         logits = adapter.forward(adapter.prepare(xb, "as-given"), train=False)
         meter.add(logits, yb)
@@ -143,7 +164,8 @@ def _keras_bn_call(layer, n_head: int, capture: dict | None):
     return call
 
 
-def keras_exact_pass(adapter, x_train, x_val, y_val, loss_fn: LossFn, chunk: int):
+def keras_exact_pass(adapter, x_train, x_val, y_val, loss_fn: LossFn, chunk: int,
+                     classify: bool = True):  # fmt: skip
     """Exact-statistics scores of a Keras model's validation rows, and the exact statistics.
 
     One call per chunk of validation samples: ``[training sample; chunk]``, each BN layer
@@ -152,7 +174,7 @@ def keras_exact_pass(adapter, x_train, x_val, y_val, loss_fn: LossFn, chunk: int
     bns = [lay for lay in adapter._layers if type(lay).__name__ == "BatchNormalization"]
     targets = recalibration_targets(adapter)
     capture: dict = {}
-    meter, right = Meter(loss_fn), []
+    meter, right = (Meter if classify else LossMeter)(loss_fn), []
     n_head = int(x_train.shape[0])
     for k, (xb, yb) in enumerate(_chunks(x_val, y_val, chunk)):
         with contextlib.ExitStack() as stack:
@@ -163,7 +185,7 @@ def keras_exact_pass(adapter, x_train, x_val, y_val, loss_fn: LossFn, chunk: int
             both = torch.cat([x_train.to(xb.dtype), xb])
             logits = adapter.forward(adapter.prepare(both, "as-given"), train=False)[n_head:]
         meter.add(logits, yb)
-        if yb is not None:
+        if yb is not None and classify:
             right.append(predictions(logits).cpu() == yb.reshape(-1).long().cpu())
     population = {p: (*m.numpy(), m.count) for p, m in capture.items()}
     return meter, (torch.cat(right) if right else None), population
@@ -194,20 +216,24 @@ def measure(
     *,
     chunk: int = 512,
     previous: dict | None = None,
+    classify: bool = True,
 ) -> Reading:
-    """Measure ``adapter``'s model now (see the module docstring); its state is unchanged."""
+    """Measure ``adapter``'s model now (see the module docstring); its state is unchanged.
+
+    ``classify=False`` (targets that are not class labels): losses only, no accuracy.
+    """
     bn = adapter.bn_layers()
     running = adapter.running_stats()
     exact_from = "training"
     if x_train is None:
         x_train, exact_from = x_val, "validation"
     with restored_state(adapter):
-        inference, right_moving = _score(adapter, x_val, y_val, loss_fn, chunk)
+        inference, right_moving = _score(adapter, x_val, y_val, loss_fn, chunk, classify)
         capture: dict = {}
         population: dict = {}
         if bn and adapter.framework == "keras" and x_train.shape[0] <= chunk:
             exact, right_exact, population = keras_exact_pass(
-                adapter, x_train, x_val, y_val, loss_fn, chunk
+                adapter, x_train, x_val, y_val, loss_fn, chunk, classify
             )
         elif bn:
             for xb, _ in _chunks(x_train, None, chunk):
@@ -215,10 +241,12 @@ def measure(
             population = {p: (*m.numpy(), m.count) for p, m in capture.items()}
             targets = recalibration_targets(adapter)
             adapter.set_running_stats({p: s for p, s in population.items() if p in targets})
-            exact, right_exact = _score(adapter, x_val, y_val, loss_fn, chunk)
+            exact, right_exact = _score(adapter, x_val, y_val, loss_fn, chunk, classify)
         else:
             exact, right_exact = inference, right_moving
     gained = lost = None
+    if not classify:
+        right_moving = right_exact = None
     if right_moving is not None and right_exact is not None and inference.accuracy is not None:
         gained = int((right_exact & ~right_moving).sum())
         lost = int((right_moving & ~right_exact).sum())
@@ -250,8 +278,8 @@ def measure(
         samples_val=int(x_val.shape[0]),
         samples_train=int(x_train.shape[0]),
         exact_from=exact_from,
-        inference_accuracy=inference.accuracy,
-        exact_accuracy=exact.accuracy,
+        inference_accuracy=inference.accuracy if classify else None,
+        exact_accuracy=exact.accuracy if classify else None,
         inference_loss=inference.loss,
         exact_loss=exact.loss,
         gained=gained,
