@@ -18,6 +18,7 @@ line per trainer::
 
     python benchmarks/monitor_overhead.py                 # both trainers, 6 epochs each
     python benchmarks/monitor_overhead.py --trainer keras --epochs 10
+    BNLAB_BENCH_VERBOSE=1 python benchmarks/monitor_overhead.py --trainer keras   # each epoch
 """
 
 from __future__ import annotations
@@ -75,20 +76,20 @@ def _summary(trainer, plain, watched, extra):
 
 
 def bench_keras(data, epochs: int) -> dict:
+    import importlib.util
+
     import keras
 
     import bnlab.keras
 
-    sys_path_tests = REPO / "tests" / "monitor"
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("seed002_keras", sys_path_tests / "test_keras_monitor.py")
+    # Seed 002's create_model, as the example writes it in Keras 3.
+    spec = importlib.util.spec_from_file_location("monitor_seed002", REPO / "examples" / "monitor_seed002.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     x, y, xv, yv, source = data
     yc, yvc = keras.utils.to_categorical(y, 10), keras.utils.to_categorical(yv, 10)
     keras.utils.set_random_seed(0)
-    model = module.create_model(keras, x.shape[1:])
+    model = module.create_model(x.shape[1:])
     model.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
 
     class Clock(keras.callbacks.Callback):
@@ -107,6 +108,8 @@ def bench_keras(data, epochs: int) -> dict:
         model.fit(x, yc, validation_data=(xv, yvc), batch_size=64, epochs=1, verbose=0,
                   callbacks=cbs)  # fmt: skip
         (watched if i % 2 else plain).append(clock.seconds)
+        if os.environ.get("BNLAB_BENCH_VERBOSE"):
+            print("monitored" if i % 2 else "plain", round(clock.seconds, 3), flush=True)
     hist = monitor.history
     return _summary("keras (seed 002's code, Keras 3 on torch)", plain, watched, {
         "data": source,
