@@ -5,7 +5,12 @@ fraction of the running value *kept*, Keras's convention). Studies train many
 variants x seeds and report statistics; the doctor names what is wrong with the BN
 of a trained model and proves it by intervening on a copy.
 
-``import bnlab`` imports neither Keras nor TensorFlow; sub-packages load lazily.
+The monitor watches BN while you train: ``bnlab.keras.BNMonitor(validation_data=...)`` (a
+Keras 3 callback), ``bnlab.torch.BNMonitor(model, val_data)`` (plain PyTorch loops) and
+``bnlab.lightning.BNMonitor()`` (a Lightning callback), with the doctor's findings.
+
+``import bnlab`` imports neither Keras, TensorFlow nor Lightning; sub-packages load lazily
+(``bnlab.keras`` imports Keras, ``bnlab.lightning`` Lightning).
 """
 
 from __future__ import annotations
@@ -19,7 +24,10 @@ from bnlab.nn.momentum import keras_to_torch_momentum, torch_to_keras_momentum
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {"nn", "models", "data", "train", "study", "report", "doctor", "cli", "errors"}
+_SUBMODULES = {
+    "nn", "models", "data", "train", "study", "report", "doctor", "cli", "errors", "monitor",
+    "keras", "torch", "lightning",
+}  # fmt: skip
 _LAZY_ATTRS = {
     "diagnose": ("bnlab.doctor", "diagnose"),
     "recalibrate": ("bnlab.doctor", "recalibrate"),

@@ -11,6 +11,13 @@ from __future__ import annotations
 GAP_THRESHOLD = 0.05  # accuracy (or prediction agreement) lost in inference mode
 CONFIRM_FRACTION = 0.5  # share of the gap the recalibrated copy must win back
 
+LOSS_GAP_FRACTION = 0.1  # no accuracy: inference loss this much above the exact-stats loss
+SIGNIFICANCE_Z = 2.0  # on a sample, the gap must stand this many standard errors above zero
+
+# --- the momentum a fix suggests
+FADE_TARGET = 0.01  # the suggested momentum lets the initial values fade below this weight
+MOMENTUM_RANGE = (0.5, 0.99)  # suggestions stay inside this (Keras convention)
+
 # --- settings
 TORCH_MOMENTUM_LIMIT = 0.5  # PyTorch momentum above this keeps < 50% of the running value
 SMALL_BATCH = 16  # samples per BN batch below which batch statistics get noisy

@@ -10,6 +10,7 @@ statistics (PreciseBN) and is evaluated again. If that closes at least
 
 from __future__ import annotations
 
+from bnlab.doctor import rules
 from bnlab.doctor.exam import Exam
 from bnlab.doctor.findings import Finding
 from bnlab.doctor.thresholds import CONFIRM_FRACTION, GAP_THRESHOLD  # noqa: F401 - re-exported
@@ -48,7 +49,7 @@ def closed_fraction(exam: Exam) -> float | None:
         won = exam.recalibrated_agreement - exam.agreement
     else:
         return None
-    return won / value
+    return rules.closed_fraction(value, won)
 
 
 def _evidence(exam: Exam) -> dict:
@@ -98,8 +99,7 @@ def _after(exam: Exam) -> str:
 
 
 def check_stale_running_stats(exam: Exam) -> list[Finding]:
-    frac = closed_fraction(exam)
-    if not needs_intervention(exam) or frac is None or frac < CONFIRM_FRACTION:
+    if not needs_intervention(exam) or not rules.confirms_stale(gap(exam), closed_fraction(exam)):
         return []
     test = ""
     if exam.test_before is not None and exam.test_after is not None and exam.labelled:

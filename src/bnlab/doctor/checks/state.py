@@ -15,12 +15,11 @@
 
 from __future__ import annotations
 
-import numpy as np
-
+from bnlab.doctor import rules
 from bnlab.doctor.exam import Exam
 from bnlab.doctor.findings import Finding
 from bnlab.doctor.model_view import BNLayer
-from bnlab.doctor.thresholds import CHANCE_MARGIN, INIT_TOLERANCE
+from bnlab.doctor.thresholds import CHANCE_MARGIN
 
 
 def _summary(paths: list[str]) -> str:
@@ -39,10 +38,7 @@ def _updatable(exam: Exam) -> list[BNLayer]:
 
 
 def at_initial_values(exam: Exam, layer: BNLayer) -> bool:
-    mean, var = exam.running[layer.path]
-    return bool(
-        np.all(np.abs(mean) <= INIT_TOLERANCE) and np.all(np.abs(var - 1.0) <= INIT_TOLERANCE)
-    )
+    return rules.at_initial_values(*exam.running[layer.path])
 
 
 def _chance(exam: Exam) -> float | None:
@@ -132,12 +128,7 @@ def check_stats_never_updated(exam: Exam) -> list[Finding]:
                 "steps": steps,
                 "train_mode_accuracy": exam.train_mode.accuracy if exam.train_mode else None,
             },
-            fix=(
-                "Run BN in training mode in the training loop (model.train() in PyTorch; "
-                "model(x, training=True) in a custom Keras/TF loop; with tf.compat.v1 run "
-                "UPDATE_OPS), then recalibrate the existing model: `bnlab fix` / "
-                "`bnlab.recalibrate(model, data)`."
-            ),
+            fix=rules.NEVER_UPDATED_FIX,
         )
     ]
 
@@ -148,10 +139,12 @@ def check_nan_running_stats(exam: Exam) -> list[Finding]:
         if layer.path not in exam.running:
             continue
         mean, var = exam.running[layer.path]
-        nonfinite = int((~np.isfinite(mean)).sum() + (~np.isfinite(var)).sum())
-        negative = int((np.nan_to_num(var, nan=0.0) < 0).sum())
-        if nonfinite or negative:
-            bad[layer.path] = {"non_finite_values": nonfinite, "negative_variances": negative}
+        counts = rules.nonfinite_channels(mean, var)
+        if rules.statistics_broken(counts):
+            bad[layer.path] = {
+                "non_finite_values": counts["nan"] + counts["inf"],
+                "negative_variances": counts["negative_variance"],
+            }
     if not bad:
         return []
     return [
@@ -165,10 +158,6 @@ def check_nan_running_stats(exam: Exam) -> list[Finding]:
                 "step or a float16 overflow wrote them)."
             ),
             evidence={"layers": bad},
-            fix=(
-                "Recalibrate on the training data (`bnlab fix` / `bnlab.recalibrate`); to stop "
-                "it recurring keep BN statistics in float32 under mixed precision, lower the "
-                "learning rate or clip gradients, and stop training on a non-finite loss."
-            ),
+            fix=rules.NAN_FIX,
         )
     ]

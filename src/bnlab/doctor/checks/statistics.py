@@ -8,10 +8,9 @@ Keras's convention (fraction kept per step), so after ``n`` steps the initial mo
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
+from bnlab.doctor import rules
 from bnlab.doctor.checks.state import at_initial_values
 from bnlab.doctor.exam import Exam
 from bnlab.doctor.findings import Finding
@@ -45,20 +44,7 @@ def running_vs_population(exam: Exam, path: str, epsilon: float) -> dict | None:
         return None
     rm, rv = exam.running[path]
     pm, pv, _count = exam.population[path]
-    std = np.sqrt(pv + epsilon)
-    err = (rm - pm) / std
-    init = (0.0 - pm) / std
-    separation = float(np.sqrt(np.mean(init**2)))
-    weight = None
-    if separation >= MIN_SEPARATION:
-        weight = float(np.clip(np.sum(init * err) / np.sum(init**2), 0.0, 1.0))
-    ratio = (rv + epsilon) / (pv + epsilon)
-    return {
-        "mean_error_std": float(np.sqrt(np.mean(err**2))),
-        "variance_ratio_median": float(np.median(ratio)),
-        "init_separation_std": separation,
-        "estimated_initial_weight": weight,
-    }
+    return rules.stat_distance(rm, rv, pm, pv, epsilon)
 
 
 def check_momentum_too_high_for_steps(exam: Exam) -> list[Finding]:
@@ -73,11 +59,10 @@ def check_momentum_too_high_for_steps(exam: Exam) -> list[Finding]:
         if dist is None or at_initial_values(exam, layer):
             continue  # statistics never updated at all: stats-never-updated says why
         steps, source = exam.steps_for(layer)
-        weight = layer.momentum**steps if steps is not None else dist["estimated_initial_weight"]
-        off = dist["mean_error_std"] > MEAN_ERROR or not (
-            1 / VAR_RATIO <= dist["variance_ratio_median"] <= VAR_RATIO
-        )
-        if weight is None or weight <= STALE_WEIGHT or not off:
+        weight = rules.initial_weight(layer.momentum, steps)
+        if weight is None:
+            weight = dist["estimated_initial_weight"]
+        if not rules.momentum_too_high(weight, dist):
             continue
         layers[layer.path] = {
             "momentum": layer.momentum,
@@ -92,16 +77,8 @@ def check_momentum_too_high_for_steps(exam: Exam) -> list[Finding]:
     steps = first["steps"]
     if steps is None and first["estimated_initial_weight"]:
         # the step count the estimated weight implies: momentum ** n = w
-        steps = max(
-            1, round(math.log(first["estimated_initial_weight"]) / math.log(first["momentum"]))
-        )
-    suggestion = ""
-    if steps:
-        suggested = max(0.5, min(0.99, 0.01 ** (1.0 / steps)))
-        suggestion = (
-            f" With about {steps} steps, momentum <= {suggested:.3f} (Keras convention; "
-            f"PyTorch momentum >= {1 - suggested:.3f}) lets the initial values fade below 1%."
-        )
+        steps = rules.steps_from_weight(first["momentum"], first["estimated_initial_weight"])
+    suggestion = rules.momentum_fix_suggestion(steps) if steps else ""
     how = (
         f"after {steps} steps" if first["steps"] is not None else "(estimated from the statistics)"
     )
