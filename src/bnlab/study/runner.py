@@ -27,6 +27,7 @@ from bnlab._validation import check_positive_int
 from bnlab.errors import ConfigError, DataError
 from bnlab.study.engines import get_engine
 from bnlab.study.executors import get_executor
+from bnlab.study.keras_engine import choose_engine
 from bnlab.study.frames import load_runs
 from bnlab.study.jobs import RunOutcome, RunRequest
 from bnlab.study.spec import StudySpec, Variant, load_spec
@@ -138,7 +139,7 @@ def run(
         if pending:
             datasets = _load_datasets(spec, [v for v, _ in pending], data_dir)
             requests = [_request(spec, v, s, datasets[v.data_key]) for v, s in pending]
-            trainer = get_engine(engine, requests, device)
+            trainer = choose_engine(engine, requests, device, datasets)  # user models too
             chosen = trainer.name
             groups = _plan(trainer, requests)
             with (
