@@ -319,13 +319,12 @@ class Concatenate(nn.Module):
 
 def _module(layer) -> nn.Module:
     kind = type(layer).__name__
-    rank = len(layer.input.shape) if hasattr(layer, "input") else 2
     if kind in ("Conv1D", "Conv2D"):
         return Conv(layer, 1 if kind == "Conv1D" else 2)
     if kind == "Dense":
         return Dense(layer)
     if kind == "BatchNormalization":
-        return _batchnorm(layer, rank)
+        return _batchnorm(layer, len(layer.input.shape))
     if kind.startswith(("MaxPooling", "AveragePooling")):
         return Pool(layer, int(kind[-2]), "max" if kind.startswith("Max") else "avg")
     if kind.startswith("Global"):
