@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from bnlab.errors import ConfigError
-from bnlab.nn import BatchNorm
 from bnlab.nn.surgery import apply_bn_options, find_bn_layers
 
 

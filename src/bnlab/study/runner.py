@@ -27,9 +27,9 @@ from bnlab._validation import check_positive_int
 from bnlab.errors import ConfigError, DataError
 from bnlab.study.engines import get_engine
 from bnlab.study.executors import get_executor
-from bnlab.study.keras_engine import choose_engine
 from bnlab.study.frames import load_runs
 from bnlab.study.jobs import RunOutcome, RunRequest
+from bnlab.study.keras_engine import choose_engine
 from bnlab.study.spec import StudySpec, Variant, load_spec
 from bnlab.study.stats import summarize
 from bnlab.study.store import Store
