@@ -497,7 +497,11 @@ def check_translation(model, module: KerasTranslation, x: torch.Tensor, *, tol: 
             want = np.asarray(keras.ops.convert_to_numpy(model(x_last, training=training)))
             if _close(_to_last(got).numpy(), want, tol):
                 continue
-            _raise_first_difference(model, twin.trace, x_last, training, tol, got, want)
+            trace = twin.trace
+            if twin.output_activation and trace and trace[-1][0] == twin.steps[-1][0]:
+                # a fused output softmax/sigmoid: Keras's layer output is the probabilities
+                trace[-1] = (trace[-1][0], output_probabilities(twin, trace[-1][1]))
+            _raise_first_difference(model, trace, x_last, training, tol, got, want)
     finally:
         for layer, rate in rates.items():
             layer.rate = rate

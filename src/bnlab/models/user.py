@@ -102,7 +102,12 @@ def data_options(name: str) -> dict[str, Any]:
     names, _ = accepted_keywords(fn)
     wanted = {"num_classes"} | ({"input_shape"} if info["kind"] == "factory" else set())
     params = inspect.signature(fn).parameters
-    return {k: params[k].default for k in sorted(names & wanted)}
+    out = {}
+    for key in sorted(names & wanted):
+        default = params[key].default
+        missing = default is inspect.Parameter.empty or default is None
+        out[key] = (() if key == "input_shape" else None) if missing else default
+    return out
 
 
 @dataclass

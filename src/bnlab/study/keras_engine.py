@@ -165,8 +165,13 @@ def keras_fit(model, dataset, request, on_epoch_end=None):
     xv, yv = _arrays(val_x), val_y.cpu().numpy()
     class_weight = _class_weight(opts.get("class_weight"), y)
     history = History(
-        params={"epochs": opts["epochs"], "batch_size": opts["batch_size"], "model_path": "keras",
-                "engine": "keras", "backend": keras.backend.backend()}  # fmt: skip
+        params={
+            "epochs": opts["epochs"],
+            "batch_size": opts["batch_size"],
+            "model_path": "keras",
+            "engine": "keras",
+            "backend": keras.backend.backend(),
+        }  # fmt: skip
     )
     start = time.perf_counter()
     batch = int(opts.get("batch_size", 32))

@@ -10,7 +10,7 @@ A spec is a TOML file (or the same structure as a dict) in four parts: top-level
     baseline = "no_bn"                  # optional; default: the first variant
 
     [model]                             # preset + any of its options (bnlab list presets)
-    preset = "digits_cnn"
+    preset = "digits_cnn"               # or the user's own model: bnlab.study.model_table
 
     [data]                              # dataset name + any of its loader options
     name = "digits"
