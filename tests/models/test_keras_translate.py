@@ -15,9 +15,9 @@ import torch
 from bnlab.errors import ConfigError
 
 keras = pytest.importorskip("keras")
+from bnlab.models.keras_check import check_translation  # noqa: E402
 from bnlab.models.keras_translate import (  # noqa: E402
     SUPPORTED,
-    check_translation,
     translate,
     unsupported_layers,
 )

@@ -76,7 +76,7 @@ def choose_engine(name: str, requests: Sequence, device: str, datasets: dict | N
 
 
 def _check_first_batch(request, built, dataset) -> None:
-    from bnlab.models.keras_translate import check_translation
+    from bnlab.models.keras_check import check_translation
 
     batch = dataset.x_train[: int(request.fit_options.get("batch_size", 32))]
     try:
