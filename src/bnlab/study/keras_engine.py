@@ -14,8 +14,9 @@ they include a user model (:mod:`bnlab.models.user`); studies of presets go to
   ``keras`` engine (:class:`KerasEngine`), which trains translated runs with ``fit`` and the
   others with Keras.
 
-Each run records its path in its params (``model_path``: ``torch``, ``translated`` or
-``keras``), so the store says which path every variant took.
+Every run the ``keras`` engine trains records its path in its params (``model_path``:
+``translated``, ``keras``, or ``torch`` for a torch model), so the store says which path each
+variant of a Keras model took.
 """
 
 from __future__ import annotations
