@@ -207,3 +207,25 @@ def test_translated_model_equals_keras_after_training_steps_of_its_own(tmp_path)
     got = output_probabilities(module, module(x))
     torch.testing.assert_close(got, torch.as_tensor(keras.ops.convert_to_numpy(want)),
                                atol=1e-5, rtol=0)  # fmt: skip
+
+
+def test_keras_file_reinitialize_draws_fresh_weights_per_seed_or_keeps_the_saved_ones(tmp_path):
+    from bnlab.models.user import build_user_model, descriptor
+
+    saved = _keras_cnn(batch_norm=True)
+    saved.save(tmp_path / "net.keras")
+    ref = [w.numpy() for w in saved.weights]
+
+    def weights(reinitialize, seed):
+        name = descriptor("keras", str(tmp_path / "net.keras"), reinitialize)
+        built = build_user_model(name, {}, seed=seed)
+        assert built.path == "translated"
+        return [w.numpy() for w in built.keras.weights]
+
+    for a, b in zip(weights(False, 0), ref, strict=True):
+        assert (a == b).all()
+    fresh0, fresh0_again, fresh1 = weights(True, 0), weights(True, 0), weights(True, 1)
+    kernel = 0  # the first conv kernel: drawn by glorot_uniform
+    assert not (fresh0[kernel] == ref[kernel]).all()
+    assert (fresh0[kernel] == fresh0_again[kernel]).all()
+    assert not (fresh0[kernel] == fresh1[kernel]).all()

@@ -16,7 +16,8 @@ preset name travels (:class:`bnlab.study.jobs.RunRequest`, the store's run confi
   is supported (path ``"translated"``), else it stays a Keras model (path ``"keras"``, trained
   by the study's ``keras`` engine); a torch factory's path is ``"torch"``.
 
-Weights are drawn from the seed: torch's global RNG inside :func:`bnlab.train.seeded`, and
+Weights are drawn from the seed: torch's global RNG inside :func:`bnlab.train.seeded` (the
+caller's, so that this module needs nothing above :mod:`bnlab.models`), and
 ``keras.utils.set_random_seed(seed)`` for Keras. ``reinitialize`` (``.keras`` files only,
 default true) rebuilds the saved model with fresh weights from its layers' own initializers
 (``keras.models.clone_model``); false starts every seed from the saved weights.
@@ -123,9 +124,11 @@ class BuiltModel:
 def build_user_model(
     name: str, options: dict[str, Any], *, seed: int, force_keras: bool = False
 ) -> BuiltModel:
-    """Build the model of descriptor ``name`` with ``options`` for ``seed`` (module doc)."""
-    from bnlab.train.seeding import seeded
+    """Build the model of descriptor ``name`` with ``options`` for ``seed`` (module doc).
 
+    Call it inside ``bnlab.train.seeded(seed)`` for a torch model's initial weights (the
+    study does: :meth:`bnlab.study.jobs.RunRequest.build`); Keras's RNG is seeded here.
+    """
     info = parse(name)
     kind, field = info["kind"], field_of(info["kind"])
     options = dict(options)
@@ -143,31 +146,29 @@ def build_user_model(
         bad = [k for k in call_opts if k not in names and not takes_any]
         if bad:
             raise ConfigError(f"{bad[0]}: {info['target']} takes no option {bad[0]!r}")
-    with seeded(seed):
-        if kind == "keras":
-            keras = import_keras(field)
-            keras.utils.set_random_seed(seed)
-            model = load_keras_file(Path(info["target"]), field)
-            if info.get("reinitialize", True):
-                model = keras.models.clone_model(model)
-                model.build(model.input_shape) if not model.built else None
-        else:
-            if kind == "keras_factory":
-                import_keras(field).utils.set_random_seed(seed)
-            model = call_factory(fn, info["target"], field, call_opts)
-        if isinstance(model, nn.Module) and not is_keras_model(model):
-            if kind == "keras_factory":
-                raise ConfigError(
-                    f"{field}: {info['target']} returned a torch module, not a Keras model; "
-                    "name it with factory = ... instead"
-                )
-            return BuiltModel(apply_bn_options(model, **bn_opts), None, "torch")
-        if not is_keras_model(model):
+    if kind == "keras":
+        keras = import_keras(field)
+        keras.utils.set_random_seed(seed)
+        model = load_keras_file(Path(info["target"]), field)
+        if info.get("reinitialize", True):
+            model = keras.models.clone_model(model)  # fresh weights, the layers' initializers
+    else:
+        if kind == "keras_factory":
+            import_keras(field).utils.set_random_seed(seed)
+        model = call_factory(fn, info["target"], field, call_opts)
+    if isinstance(model, nn.Module) and not is_keras_model(model):
+        if kind == "keras_factory":
             raise ConfigError(
-                f"{field}: {info['target']} returned a {type(model).__name__}, not a "
-                f"{'torch.nn.Module' if kind == 'factory' else 'Keras model'}"
+                f"{field}: {info['target']} returned a torch module, not a Keras model; "
+                "name it with factory = ... instead"
             )
-        return _keras_model(model, bn_opts, force_keras)
+        return BuiltModel(apply_bn_options(model, **bn_opts), None, "torch")
+    if not is_keras_model(model):
+        raise ConfigError(
+            f"{field}: {info['target']} returned a {type(model).__name__}, not a "
+            f"{'torch.nn.Module' if kind == 'factory' else 'Keras model'}"
+        )
+    return _keras_model(model, bn_opts, force_keras)
 
 
 def _keras_model(model, bn_opts: dict[str, Any], force_keras: bool) -> BuiltModel:

@@ -45,6 +45,7 @@ def choose_engine(name: str, requests: Sequence, device: str, datasets: dict | N
     if not users:
         return get_engine(name, requests, device)
     from bnlab.models.user import build_user_model, fallback_note
+    from bnlab.train.seeding import seeded
 
     paths: dict[str, str] = {}
     checked: set[tuple] = set()
@@ -53,7 +54,8 @@ def choose_engine(name: str, requests: Sequence, device: str, datasets: dict | N
         if key in checked:
             continue
         checked.add(key)
-        built = build_user_model(request.preset, request.model_options, seed=request.seed)
+        with seeded(request.seed):
+            built = build_user_model(request.preset, request.model_options, seed=request.seed)
         paths[request.variant] = built.path
         if built.path == "keras":
             _note(f"variant {request.variant!r}: {fallback_note(built.keras)}")
@@ -113,11 +115,13 @@ class KerasEngine:
             built = None
             if _is_user(request):
                 from bnlab.models.user import build_user_model
+                from bnlab.train.seeding import seeded
 
                 try:
-                    built = build_user_model(
-                        request.preset, request.model_options, seed=request.seed
-                    )
+                    with seeded(request.seed):
+                        built = build_user_model(
+                            request.preset, request.model_options, seed=request.seed
+                        )
                 except Exception as error:  # noqa: BLE001 - reported per run
                     yield request, error
                     continue

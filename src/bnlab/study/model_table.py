@@ -147,9 +147,11 @@ def check_user_variant(variant) -> Any:
     any training. Returns a torch module that represents the network (None on the Keras
     path, where the Keras model has no torch twin)."""
     from bnlab.models.user import build_user_model
+    from bnlab.train.seeding import seeded
 
     try:
-        built = build_user_model(variant.preset, variant.model_options, seed=0)
+        with seeded(0):
+            built = build_user_model(variant.preset, variant.model_options, seed=0)
     except ConfigError as error:
         text = str(error)
         if not text.startswith("model"):
