@@ -8,6 +8,7 @@ import copy
 import pytest
 
 from bnlab.errors import ConfigError
+from bnlab.study import engines as study_engines
 from bnlab.study import load_runs, register_engine, run
 from bnlab.study.engines import SequentialEngine
 
@@ -40,7 +41,8 @@ class CountingEngine(SequentialEngine):
 def counter():
     engine = CountingEngine()
     register_engine("counting", engine)
-    return engine
+    yield engine
+    study_engines._REGISTRY.pop("counting")  # the registry refuses a second "counting"
 
 
 def spec(**changes):

@@ -16,16 +16,15 @@ A bare ``.pt``/``.pth`` holding a whole pickled model is refused with
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from bnlab.errors import ConfigError, DataError, UnsafeFileError
+from bnlab.loading import first_line, import_callable
+from bnlab.loading import load_keras_file as _load_keras_file
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
@@ -34,8 +33,7 @@ FORMATS = ".keras / .h5 Keras files, or module:factory (with --weights FILE.pt)"
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+    return first_line(exc)
 
 
 def load_state_dict(path: Path, what: str = "weights") -> dict:
@@ -64,47 +62,12 @@ def load_state_dict(path: Path, what: str = "weights") -> dict:
 def load_keras_file(path: Path) -> Any:
     from bnlab.doctor.keras_adapter import import_keras
 
-    keras = import_keras()
-    try:
-        return keras.saving.load_model(str(path), safe_mode=True)
-    except Exception as exc:  # noqa: BLE001
-        if "safe_mode" in str(exc) or "unsafe" in str(exc).lower():
-            raise UnsafeFileError(
-                f"MODEL: {str(path)!r} needs unsafe deserialisation (a Lambda layer or custom "
-                "code); bnlab loads Keras files with safe_mode=True only"
-            ) from None
-        raise DataError(
-            f"MODEL: cannot load {str(path)!r} as a Keras model ({_first_line(exc)})"
-        ) from None
+    import_keras()  # the doctor's own backend check first
+    return _load_keras_file(path, "MODEL")
 
 
 def _import_factory(spec: str, module_name: str, attr: str):
-    try:
-        if module_name.endswith(".py"):
-            file = Path(module_name)
-            if not file.is_file():
-                raise DataError(f"MODEL: no such file: {module_name!r}")
-            mod_spec = importlib.util.spec_from_file_location(file.stem, file)
-            module = importlib.util.module_from_spec(mod_spec)
-            mod_spec.loader.exec_module(module)
-        else:
-            if "" not in sys.path and str(Path.cwd()) not in sys.path:
-                sys.path.insert(0, str(Path.cwd()))  # like `python -m`: the current folder imports
-            module = importlib.import_module(module_name)
-    except (DataError, ConfigError):
-        raise
-    except Exception as exc:  # noqa: BLE001
-        raise ConfigError(
-            f"MODEL: cannot import {module_name!r} from {spec!r} ({_first_line(exc)})"
-        ) from None
-    target = module
-    for part in attr.split("."):
-        if not hasattr(target, part):
-            raise ConfigError(f"MODEL: {module_name!r} has no attribute {attr!r} (from {spec!r})")
-        target = getattr(target, part)
-    if not callable(target):
-        raise ConfigError(f"MODEL: {spec!r} is not callable")
-    return target
+    return import_callable(spec, "MODEL", module_name=module_name, attr=attr)
 
 
 def build_from_factory(spec: str, weights: Path | None) -> Any:

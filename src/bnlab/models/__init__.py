@@ -56,7 +56,15 @@ def presets() -> list[str]:
 
 
 def preset_options(name: str) -> dict[str, Any]:
-    """Every option ``name`` accepts, with its default (a fresh copy: safe to modify)."""
+    """Every option ``name`` accepts, with its default (a fresh copy: safe to modify).
+
+    For a user model's descriptor (:mod:`bnlab.models.user`): the options a study fills from
+    the data (``num_classes``, ``input_shape``) that its factory accepts.
+    """
+    if name.startswith("user:"):
+        from bnlab.models.user import data_options
+
+        return data_options(name)
     return get(name).defaults()
 
 

@@ -25,6 +25,7 @@ from bnlab.study.engines import engine_names, get_engine, register_engine
 from bnlab.study.executors import Executor, executor_names, get_executor
 from bnlab.study.frames import load, load_runs, studies
 from bnlab.study.jobs import RunOutcome, RunRequest
+from bnlab.study.keras_engine import KerasEngine  # registers engine "keras"
 from bnlab.study.runner import StudyResult, run
 from bnlab.study.spec import StudySpec, Variant, builtin_studies
 from bnlab.study.spec import load_spec as _load_spec_source
@@ -61,6 +62,7 @@ def _is_sqlite(path: Path) -> bool:
 
 __all__ = [
     "Executor",
+    "KerasEngine",
     "RunOutcome",
     "RunRequest",
     "Store",

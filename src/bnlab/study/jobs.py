@@ -57,9 +57,13 @@ class RunRequest:
         build through this method so a run is the same model whichever engine trains it.
         """
         from bnlab import models
+        from bnlab.models.user import build_user_model, is_user_model
         from bnlab.train.seeding import seeded
 
         with seeded(self.seed):
+            if is_user_model(self.preset):  # the user's own model: torch, or Keras (keras engine)
+                built = build_user_model(self.preset, self.model_options, seed=self.seed)
+                return built.module if built.module is not None else built.keras
             return models.build(self.preset, **self.model_options)
 
     def config(self) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from bnlab.study.executors import get_executor
 from bnlab.study.frames import load_runs
 from bnlab.study.growth import run_changes
 from bnlab.study.jobs import RunOutcome, RunRequest
+from bnlab.study.keras_engine import choose_engine
 from bnlab.study.leases import Owner, lease_ttl
 from bnlab.study.progress import StudyProgress
 from bnlab.study.spec import StudySpec, Variant, load_spec
@@ -164,7 +165,7 @@ def run(
         if pending:
             datasets = _load_datasets(spec, [v for v, _ in pending], data_dir)
             requests = [_request(spec, v, s, datasets[v.data_key]) for v, s in pending]
-            trainer = get_engine(engine, requests, device)
+            trainer = choose_engine(engine, requests, device, datasets)  # user models too
             chosen = trainer.name
             groups = _plan(trainer, requests)
             total = len(spec.runs())

@@ -10,7 +10,7 @@ A spec is a TOML file (or the same structure as a dict) in four parts: top-level
     baseline = "no_bn"                  # optional; default: the first variant
 
     [model]                             # preset + any of its options (bnlab list presets)
-    preset = "digits_cnn"
+    preset = "digits_cnn"               # or the user's own model: bnlab.study.model_table
 
     [data]                              # dataset name + any of its loader options
     name = "digits"
@@ -80,6 +80,8 @@ from pydantic_core import PydanticCustomError
 
 from bnlab._validation import did_you_mean
 from bnlab.errors import ConfigError, DataError
+from bnlab.study import model_table
+from bnlab.study.model_table import ModelSpec
 from bnlab.study.spec_hints import join_problems, with_shape_hint
 
 if sys.version_info >= (3, 11):
@@ -170,17 +172,6 @@ def _check_declared(name: str, value: Any) -> Any:
     return value
 
 
-class ModelSpec(BaseModel):
-    """The ``[model]`` table: ``preset`` plus any of its options."""
-
-    model_config = ConfigDict(extra="allow", strict=True)
-    preset: str
-
-    @property
-    def options(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
-
-
 class DataSpec(BaseModel):
     """The ``[data]`` table: ``name`` (+ optional ``hint``) plus any loader options."""
 
@@ -230,7 +221,7 @@ class StudySpec(_Strict):
     def to_dict(self) -> dict[str, Any]:
         """The spec in its TOML layout, defaults filled in (what the store records)."""
         out = self.model_dump(exclude={"model", "data"})
-        out["model"] = {"preset": self.model.preset, **self.model.options}
+        out["model"] = self.model.table()
         out["data"] = {"name": self.data.name, **self.data.options}
         if self.data.hint is not None:
             out["data"]["hint"] = self.data.hint
@@ -330,7 +321,7 @@ def load_spec(
     """
     if isinstance(source, StudySpec):
         return source
-    raw = read_spec_source(source)
+    raw = model_table.resolve_model_paths(read_spec_source(source), model_table.base_dir(source))
     try:
         spec = StudySpec.model_validate(raw)
     except ValidationError as error:
@@ -436,7 +427,9 @@ def _check_names(spec: StudySpec) -> None:
     from bnlab import models
 
     presets = models.presets()
-    if spec.model.preset not in presets:
+    if spec.model.preset is None:
+        model_table.check_source(spec.model)
+    elif spec.model.preset not in presets:
         raise ConfigError(
             f"model.preset: {spec.model.preset!r} is not a preset"
             f"{did_you_mean(spec.model.preset, presets)}; presets: {', '.join(presets)}"
@@ -468,11 +461,9 @@ def check_dataset(name: str, options: dict[str, Any], path: str) -> None:
 
 
 def _expand(spec: StudySpec) -> list[Variant]:
-    from bnlab import models
-
     train_keys = list(TrainSpec.model_fields)
     base_options = spec.model.options
-    _check_model_keys(spec.model.preset, base_options, "model", models.preset_options)
+    _check_model_keys(spec.model.descriptor, base_options, "model", model_table.option_names)
     explicit = spec.variants
     if explicit is not None and not explicit:
         raise ConfigError(
@@ -535,9 +526,9 @@ def _flatten_sections(table: dict[str, Any], path: str) -> dict[str, Any]:
 def _resolve(
     spec: StudySpec, name: str, overrides: dict[str, Any], train_keys: list[str]
 ) -> Variant:
-    from bnlab import models
-
-    preset_keys = list(models.preset_options(spec.model.preset))
+    preset_keys = model_table.option_names(spec.model.descriptor)
+    any_key = preset_keys is None  # a factory taking **kwargs takes every option
+    preset_keys = preset_keys or []
     model_opts = dict(spec.model.options)
     data_name, data_opts = spec.data.name, dict(spec.data.options)
     train_dict = spec.train.model_dump()
@@ -548,18 +539,19 @@ def _resolve(
         key = parts[-1]
         section = parts[-2] if len(parts) >= 3 and parts[-2] in SECTIONS else None
         if section is None:
-            section = "train" if key in train_keys else "model" if key in preset_keys else None
+            in_model = any_key or key in preset_keys
+            section = "train" if key in train_keys else "model" if in_model else None
         if section is None:
             raise ConfigError(
                 f"{path}: unknown option{did_you_mean(key, train_keys + preset_keys)}; a variant "
                 f"sets [train] keys ({', '.join(train_keys)}) or options of "
-                f"{spec.model.preset!r} ({', '.join(preset_keys)}); data options go in a "
+                f"{spec.model.label} ({', '.join(preset_keys)}); data options go in a "
                 "'data' sub-table"
             )
         if section == "model":
-            if key not in preset_keys:
+            if not any_key and key not in preset_keys:
                 raise ConfigError(
-                    f"{path}: unknown option of preset {spec.model.preset!r}"
+                    f"{path}: unknown option of {spec.model.kind} {spec.model.label}"
                     f"{did_you_mean(key, preset_keys)}; valid options: {', '.join(preset_keys)}"
                 )
             model_opts[key] = value
@@ -584,7 +576,9 @@ def _resolve(
     sources.update({f"train.{k}": v for k, v in train_sources.items()})
     if any(key.startswith("data.") for key in sources):
         _check_variant_data(data_name, data_opts, sources)
-    return Variant(name, spec.model.preset, model_opts, str(data_name), data_opts, train, sources)
+    return Variant(
+        name, spec.model.descriptor, model_opts, str(data_name), data_opts, train, sources
+    )
 
 
 def _check_variant_data(name: str, options: dict[str, Any], sources: dict[str, str]) -> None:
@@ -608,11 +602,13 @@ def _check_variant_data(name: str, options: dict[str, Any], sources: dict[str, s
 
 
 def _check_model_keys(preset: str, options: dict[str, Any], path: str, preset_options) -> None:
-    valid = list(preset_options(preset))
+    valid = preset_options(preset)
+    if valid is None:  # a factory taking **kwargs
+        return
     for key in options:
         if key not in valid:
             raise ConfigError(
-                f"{path}.{key}: unknown option of preset {preset!r}{did_you_mean(key, valid)}; "
+                f"{path}.{key}: unknown option of {model_table.describe(preset)}{did_you_mean(key, valid)}; "
                 f"valid options: {', '.join(valid)}"
             )
 
@@ -653,12 +649,17 @@ def _check_variant(variant: Variant) -> None:
         return train_path(key) if key == "augment" else f"{train_path('augment')}.{key}"
 
     try:
-        with torch.device("meta"):  # checks every option and shape without allocating weights
-            net = models.build(variant.preset, **variant.model_options)
+        if variant.preset.startswith("user:"):  # the user's model: built once, on the CPU
+            net = model_table.check_user_variant(variant)
+        else:
+            with torch.device("meta"):  # checks every option and shape without allocating
+                net = models.build(variant.preset, **variant.model_options)
     except ConfigError as error:
+        if variant.preset.startswith("user:"):
+            raise
         raise ConfigError(_rename(error, model_path, _section_path(variant, "model"))) from None
     train = variant.train
-    if train.batch_size < 2 and uses_batch_statistics(net):
+    if train.batch_size < 2 and net is not None and uses_batch_statistics(net):
         raise ConfigError(
             f"{train_path('batch_size')}: {train.batch_size} is too small for variant "
             f"{variant.name!r}, whose network has batch normalization: the statistics of a "
