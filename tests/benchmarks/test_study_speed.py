@@ -39,8 +39,18 @@ def test_ratio_is_per_model_over_the_variants_both_timed():
 @pytest.mark.parametrize("work", ["seed", "study"])
 def test_bnlab_engines_one_epoch(shared_data, capsys, work):
     code = _module().main(
-        ["--epochs", "1", "--seeds", "1", "--engines", "stacked,sequential",
-         "--data-dir", str(shared_data), "--work", work]
+        [
+            "--epochs",
+            "1",
+            "--seeds",
+            "1",
+            "--engines",
+            "stacked,sequential",
+            "--data-dir",
+            str(shared_data),
+            "--work",
+            work,
+        ]
     )
     assert code == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -51,24 +61,36 @@ def test_bnlab_engines_one_epoch(shared_data, capsys, work):
     for key in ("bnlab_stacked", "bnlab_sequential"):
         _check_engine(out[key], 2)
     # Same seeds, same runs: on CPU a stacked run is its fit run bit for bit.
-    assert out["bnlab_stacked"]["mean_final_test_accuracy"] == (
-        out["bnlab_sequential"]["mean_final_test_accuracy"]
+    assert (
+        out["bnlab_stacked"]["mean_final_test_accuracy"]
+        == (out["bnlab_sequential"]["mean_final_test_accuracy"])
     )
     assert out["ratios_per_model"]["bnlab_sequential/bnlab_stacked"] > 0
 
 
 def test_jobs_engine_trains_the_same_runs_in_worker_processes(shared_data, capsys):
     code = _module().main(
-        ["--epochs", "1", "--seeds", "1", "--engines", "sequential,jobs", "--jobs", "2",
-         "--data-dir", str(shared_data)]
+        [
+            "--epochs",
+            "1",
+            "--seeds",
+            "1",
+            "--engines",
+            "sequential,jobs",
+            "--jobs",
+            "2",
+            "--data-dir",
+            str(shared_data),
+        ]
     )
     assert code == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     _check_engine(out["bnlab_jobs"], 2)
     assert out["bnlab_jobs"]["jobs"] == 2
     # Workers run fit on one thread each (the parent's tests too): the same numbers.
-    assert out["bnlab_jobs"]["mean_final_test_accuracy"] == (
-        out["bnlab_sequential"]["mean_final_test_accuracy"]
+    assert (
+        out["bnlab_jobs"]["mean_final_test_accuracy"]
+        == (out["bnlab_sequential"]["mean_final_test_accuracy"])
     )
 
 
@@ -76,9 +98,22 @@ def test_jobs_engine_trains_the_same_runs_in_worker_processes(shared_data, capsy
 @pytest.mark.keras
 def test_with_keras_in_a_subprocess(shared_data, keras):
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--epochs", "1", "--seeds", "1", "--keras-runs", "1",
-         "--data-dir", str(shared_data)],
-        capture_output=True, text=True, check=True, timeout=600,
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--epochs",
+            "1",
+            "--seeds",
+            "1",
+            "--keras-runs",
+            "1",
+            "--data-dir",
+            str(shared_data),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
     )
     out = json.loads(done.stdout.strip().splitlines()[-1])
     _check_engine(out["keras_torch"], 1)
