@@ -20,6 +20,11 @@ process, ``bnlab demo`` took 251 s with torch's default of 2 threads and 16 s wi
 
 A thread count chosen by the user wins over both rules: ``BNLAB_THREADS=N`` (bnlab's own) or
 ``OMP_NUM_THREADS`` (then bnlab changes nothing). GPU training is not affected.
+
+Reproducibility: oneDNN's convolutions sum in another order on one thread than on two, so a
+large model trained while the machine is busy is not bit for bit the run trained on an idle
+one (the same seed, the same statistics within the runs' spread). Set ``BNLAB_THREADS`` to
+get the same bits whatever the load.
 """
 
 from __future__ import annotations
