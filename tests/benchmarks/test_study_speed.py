@@ -120,3 +120,50 @@ def test_with_keras_in_a_subprocess(shared_data, keras):
     assert "skipped" in out["keras_tensorflow"] or out["keras_tensorflow"]["per_model_s"] > 0
     for key in ("keras_torch/bnlab_stacked", "keras_torch/bnlab_sequential"):
         assert out["ratios_per_model"][key] > 0
+
+
+def test_targets_met_reads_the_default_engine_ratio_at_each_load():
+    met = _module().targets_met(
+        {
+            "default_engine": "sequential",
+            "ratios_per_model": {"keras_tensorflow/bnlab_sequential": 3.2},
+            "under_load": {
+                "load": 2,
+                "ratios_per_model": {"keras_tensorflow/bnlab_sequential": 1.9},
+            },
+        }
+    )
+    assert met["without_load"]["value"] == 3.2 and met["without_load"]["met"] is True
+    assert met["under_load"]["busy_processes"] == 2 and met["under_load"]["met"] is False
+    assert _module().targets_met({"default_engine": "stacked"})["under_load"]["met"] is None
+
+
+def test_load_times_again_beside_busy_processes(shared_data, capsys):
+    code = _module().main(
+        [
+            "--epochs",
+            "1",
+            "--seeds",
+            "1",
+            "--engines",
+            "sequential",
+            "--load",
+            "1",
+            "--data-dir",
+            str(shared_data),
+        ]
+    )
+    assert code == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["default_engine"] == "sequential"  # seed 002's CNN is above the stacking bound
+    loaded = out["under_load"]
+    assert loaded["load"] == 1 and len(loaded["busy_pids"]) == 1
+    _check_engine(loaded["bnlab_sequential"], 2)
+    # the same runs, so the same accuracies (one thread in tests, whatever the load)
+    assert (
+        loaded["bnlab_sequential"]["mean_final_test_accuracy"]
+        == (out["bnlab_sequential"]["mean_final_test_accuracy"])
+    )
+    for entry in (out["bnlab_sequential"], loaded["bnlab_sequential"]):
+        assert len(entry["loadavg"]) == 2 and len(entry["loadavg"][0]) == 3
+    assert out["targets_met"]["under_load"]["busy_processes"] == 1
