@@ -140,30 +140,18 @@ def test_targets_met_reads_the_default_engine_ratio_at_each_load():
 
 def test_load_times_again_beside_busy_processes(shared_data, capsys):
     code = _module().main(
-        [
-            "--epochs",
-            "1",
-            "--seeds",
-            "1",
-            "--engines",
-            "sequential",
-            "--load",
-            "1",
-            "--data-dir",
-            str(shared_data),
-        ]
-    )
+        ["--epochs", "1", "--seeds", "1", "--engines", "sequential", "--load", "1",
+         "--threads", "1", "--data-dir", str(shared_data)]
+    )  # fmt: skip
     assert code == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["default_engine"] == "sequential"  # seed 002's CNN is above the stacking bound
     loaded = out["under_load"]
     assert loaded["load"] == 1 and len(loaded["busy_pids"]) == 1
     _check_engine(loaded["bnlab_sequential"], 2)
-    # the same runs, so the same accuracies (one thread in tests, whatever the load)
-    assert (
-        loaded["bnlab_sequential"]["mean_final_test_accuracy"]
-        == (out["bnlab_sequential"]["mean_final_test_accuracy"])
-    )
+    # the same runs on one fixed thread, so the same accuracies whatever the load
+    same = out["bnlab_sequential"]["mean_final_test_accuracy"]
+    assert loaded["bnlab_sequential"]["mean_final_test_accuracy"] == same
     for entry in (out["bnlab_sequential"], loaded["bnlab_sequential"]):
         assert len(entry["loadavg"]) == 2 and len(entry["loadavg"][0]) == 3
     assert out["targets_met"]["under_load"]["busy_processes"] == 1
