@@ -21,7 +21,9 @@ others still run):
    ``compile``, ``fit(validation_data=...)``) on the same device for one model and a reduced
    number of epochs, **extrapolated** to 100 epochs (labelled so in the JSON), and its ratio
    to the stacked engine's time per model of the same variant. Target: >= 300x. Keras runs on
-   TensorFlow when the interpreter (``--keras-python``) has it, else on torch.
+   TensorFlow when the interpreter (``--keras-python``) has it, else on torch; TensorFlow
+   needs its CUDA build (``pip install tensorflow[and-cuda]``, not ``tensorflow-cpu``) to
+   see the GPU, and ``keras_on_gpu`` in the JSON says whether it did.
 4. ``k_throughput``: training steps of a stack of K = 1, 2, 4, ..., 256 runs against ``fit``'s
    step on one model (``benchmarks/stacked_scaling.py``'s timers; training steps only).
 
@@ -379,6 +381,9 @@ def step_keras(args, device: str, size: dict, study: dict | None, source: str) -
         "backend": backend,
         "keras": worker.get("keras"),
         "tensorflow": worker.get("tensorflow"),
+        "gpus_visible_to_keras": worker.get("gpus_visible"),
+        # tensorflow-cpu, or a TensorFlow without its CUDA libraries, trains on the CPU
+        "keras_on_gpu": bool(worker.get("gpus_visible")),
         "variant": variant,
         "epochs_measured": epochs,
         "measured_s": round(measured, 3),

@@ -326,6 +326,11 @@ def keras_worker(args) -> dict:
         import tensorflow as tf
 
         versions["tensorflow"] = tf.__version__
+        versions["gpus_visible"] = len(tf.config.list_physical_devices("GPU"))
+    else:
+        import torch
+
+        versions["gpus_visible"] = torch.cuda.device_count()
     return {
         "loadavg": [load_start, loadavg()],
         "backend": keras.backend.backend(),
