@@ -512,6 +512,22 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     os.environ.setdefault("BNLAB_NO_PROGRESS", "1")
+    args.device, args.steps = device, steps
+    saved_threads = (torch.get_num_threads(), os.environ.get("BNLAB_THREADS"))
+    try:
+        return _main(args, parser)
+    finally:  # in-process callers (tests) get their thread settings back
+        torch.set_num_threads(saved_threads[0])
+        if saved_threads[1] is None:
+            os.environ.pop("BNLAB_THREADS", None)
+        else:
+            os.environ["BNLAB_THREADS"] = saved_threads[1]
+
+
+def _main(args, parser) -> int:
+    import torch
+
+    device, steps = args.device, args.steps
     if args.dry_run:
         # One thread everywhere: a dry run must not collapse on a shared, busy CI machine.
         torch.set_num_threads(1)

@@ -532,6 +532,20 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    saved_threads = (torch.get_num_threads(), os.environ.get("BNLAB_THREADS"))
+    try:
+        return _main(args, parser)
+    finally:  # in-process callers (tests) get their thread settings back
+        torch.set_num_threads(saved_threads[0])
+        if saved_threads[1] is None:
+            os.environ.pop("BNLAB_THREADS", None)
+        else:
+            os.environ["BNLAB_THREADS"] = saved_threads[1]
+
+
+def _main(args, parser) -> int:
+    import torch
+
     if args.threads is not None:
         # A fixed count for every engine (bnlab's rules then leave it alone).
         torch.set_num_threads(args.threads)
