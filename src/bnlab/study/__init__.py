@@ -10,7 +10,8 @@
     runs = study.load_runs("runs.db")                  # one row per run
     spec = study.load_spec("runs.db", "demo")          # the spec a stored study ran
 
-Modules: :mod:`~bnlab.study.spec` (TOML spec and its validation), :mod:`~bnlab.study.runner`
+Modules: :mod:`~bnlab.study.spec` (TOML spec and its validation; its parts in ``spec_*`` and
+:mod:`~bnlab.study.model_table`), :mod:`~bnlab.study.runner`
 (``run``), :mod:`~bnlab.study.engines` (how runs are trained), :mod:`~bnlab.study.executors`
 (where), :mod:`~bnlab.study.store` (SQLite), :mod:`~bnlab.study.frames` (pandas views),
 :mod:`~bnlab.study.stats` (intervals, Welch, Holm, verdicts).

@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from bnlab.errors import ConfigError
@@ -28,14 +28,26 @@ SOURCES = ("preset", "factory", "keras", "keras_factory")
 
 
 class ModelSpec(BaseModel):
-    """The ``[model]`` table (see the module docstring)."""
+    """The ``[model]`` table: exactly one of ``preset``, ``factory``, ``keras`` or
+    ``keras_factory``, plus options (the preset's options, the factory's keyword arguments,
+    or BN options that rewrite the built model); ``reinitialize`` goes with ``keras`` only.
+
+    See the module docstring for each source's form and how relative paths resolve.
+    """
 
     model_config = ConfigDict(extra="allow", strict=True)
-    preset: str | None = None
-    factory: str | None = None
-    keras: str | None = None
-    keras_factory: str | None = None
-    reinitialize: bool | None = None
+    preset: str | None = Field(None, description="a built-in network (bnlab list presets)")
+    factory: str | None = Field(
+        None, description='"file.py:name" or "pkg.mod:name" returning a torch.nn.Module'
+    )
+    keras: str | None = Field(None, description="a saved Keras 3 model file (.keras)")
+    keras_factory: str | None = Field(
+        None, description='"file.py:name" or "pkg.mod:name" returning a Keras model'
+    )
+    reinitialize: bool | None = Field(
+        None,
+        description="keras only: fresh weights per seed (true, the default) or the saved ones",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
@@ -111,7 +123,7 @@ def base_dir(source: Any) -> Path:
     path = Path(source)
     if path.is_file():
         return path.resolve().parent
-    from bnlab.study.spec import builtin_dir
+    from bnlab.study.spec_sources import builtin_dir
 
     return builtin_dir()
 
