@@ -127,7 +127,7 @@ def test_every_spec_problem_is_listed(small, tmp_path):
     assert line.index("train.epochz: unknown key (did you mean 'epochs'?)") < line.index(
         "train.epochs: missing"
     )
-    assert "train.lr: -1 is not > 0" in line
+    assert "train.lr: -1 is not >= 0" in line  # the message fit gives for the same value
 
 
 def test_keras_order_input_shape_gets_a_did_you_mean(tmp_path):
