@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import types
 
+import numpy as np
 import pytest
 import torch
 
@@ -194,3 +195,27 @@ def test_cumulative_average_bn_is_refused_naming_the_layer(circles):
     with pytest.raises(StackingError, match="momentum=None"):
         fit_stacked([model, build("circles_mlp", 1)], circles, seeds=[0, 1], epochs=1,
                     progress=False)
+
+
+# ------------------------------------------------------------------------ host syncs
+@pytest.mark.parametrize("precise_eval", [False, True])
+def test_epoch_logs_read_the_device_once(circles, monkeypatch, precise_eval):
+    """The stacked (device) path of the epoch's logs: one ``tolist`` and no other read of a
+    tensor's value (``item``, ``float``, ``bool``, ``int``), precise BN statistics included."""
+    models_ = [build("circles_mlp", s) for s in (0, 1)]
+    cfg, data, lrs = _prepare(models_, circles, [0, 1], epochs=1, kernels="stacked",
+                              precise_eval=precise_eval, progress=False)
+    stack = _Stack(models_, [0, 1], lrs, cfg, data)
+    stack.train_epoch(1)
+    reads = []
+    for name in ("tolist", "item", "__float__", "__bool__", "__int__", "numpy", "cpu"):
+        real = getattr(torch.Tensor, name)
+        monkeypatch.setattr(
+            torch.Tensor, name,
+            lambda self, *a, _n=name, _f=real, **k: reads.append(_n) or _f(self, *a, **k),
+        )
+    logs = stack.epoch_logs()
+    monkeypatch.undo()
+    assert reads == ["tolist"]
+    assert len(logs) == 2 and all(np.isfinite(e["val_loss"]) for e in logs)
+    assert ("precise_val_accuracy" in logs[0]) is precise_eval
