@@ -91,3 +91,72 @@ def test_vmap_refuses_per_run_settings_it_cannot_hold():
     ms = [build("circles_mlp", 0), build("circles_mlp", 1, bn_momentum=0.8)]
     with pytest.raises(ConfigError, match="momentum"):
         fit_stacked(ms, dataset, seeds=[0, 1], epochs=1, kernels="vmap", progress=False)
+
+
+USER_NET = '''
+from torch import nn
+
+
+def build(width=8):
+    return nn.Sequential(
+        nn.Conv2d(1, width, 3, padding=1),
+        nn.BatchNorm2d(width),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(width * 16, 10),
+    )
+
+
+def build_with_dropout(width=8):
+    return nn.Sequential(build(width), nn.Dropout(0.3), nn.Linear(10, 10))
+'''
+
+
+def _user_study(tmp_path, factory: str) -> dict:
+    (tmp_path / "usernet.py").write_text(USER_NET)
+    return {
+        "name": "own",
+        "seeds": 2,
+        "model": {"factory": f"{tmp_path / 'usernet.py'}:{factory}"},
+        "data": {"name": "digits", "scale": "unit", "train_range": [0, 320],
+                 "test_range": [0, 160]},
+        # SGD: Adam (epsilon 1e-7) turns the rounding differences of vmap's batched
+        # convolution in near-zero gradients into lr-sized steps (fit_stacked's docstring),
+        # which is the kernels' rounding, not the routing this checks.
+        "train": {"epochs": 2, "batch_size": 32, "optimizer": "sgd", "lr": 0.05,
+                  "optimizer_options": {"momentum": 0.9}},
+        "variants": {"w8": {}, "w4": {"width": 4}},
+    }
+
+
+def test_stacked_study_of_a_user_torch_model_uses_vmap_and_equals_sequential(tmp_path, capfd):
+    import bnlab.study as study
+
+    spec = _user_study(tmp_path, "build")
+    seq = study.run(spec, store=tmp_path / "seq.db", engine="sequential", progress=False)
+    stk = study.run(spec, store=tmp_path / "stk.db", engine="stacked", progress=False)
+    assert stk.engine == "stacked" and stk.trained == 4
+    assert "does not stack" not in capfd.readouterr().err
+    key = ["variant", "seed"]
+    a = seq.runs.sort_values(key).reset_index(drop=True)
+    b = stk.runs.sort_values(key).reset_index(drop=True)
+    metrics = [c for c in a.columns if c.startswith("final_") and a[c].dtype.kind == "f"]
+    assert "final_val_accuracy" in metrics and "final_val_loss" in metrics
+    for column in metrics:
+        for x, y in zip(a[column], b[column], strict=True):
+            assert math.isclose(x, y, rel_tol=1e-4, abs_tol=1e-4), (column, x, y)
+    assert len(set(a["final_val_loss"])) == 4  # four different runs, not one compared 4 times
+    assert (a["final_val_accuracy"] > 0.5).all()  # they learned (chance is 0.1)
+
+
+def test_stacked_study_of_a_user_model_with_dropout_falls_back_with_a_note(tmp_path, capfd):
+    import bnlab.study as study
+
+    spec = _user_study(tmp_path, "build_with_dropout")
+    spec["variants"] = {"w8": {}}
+    spec["train"]["epochs"] = 1
+    result = study.run(spec, store=tmp_path / "r.db", engine="stacked", progress=False)
+    assert result.engine == "sequential"
+    err = capfd.readouterr().err
+    assert "engine 'stacked' does not stack variant 'w8'" in err and "dropout 0.3" in err

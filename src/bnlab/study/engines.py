@@ -94,13 +94,25 @@ def _group_key(request, signature: tuple) -> str:
     return json.dumps([request.preset, repr(signature), shared], sort_keys=True, default=str)
 
 
+def _vmap_signature(request, model) -> tuple | None:
+    """A user's torch model the stacked layers refuse: its ``kernels="vmap"`` signature
+    when vmap trains it as ``fit`` does (:func:`bnlab.train.stacked.vmap_refusal`)."""
+    from bnlab.train.stacked import vmap_refusal, vmap_settings, vmap_signature
+
+    if not str(request.preset).startswith("user:") or vmap_refusal(model) is not None:
+        return None
+    return ("vmap", vmap_signature(model), vmap_settings(model))
+
+
 class StackedEngine:
     """The study engine ``"stacked"``: each group of runs with one architecture and equal
     training settings (learning rates may differ) is trained by
     :func:`bnlab.train.stacked.iter_fit_stacked`.
 
-    Runs whose model cannot be stacked (:class:`~bnlab.train.stacked.StackingError`) form
-    groups of one, trained by the same engine as a stack of one.
+    A user's torch model the stacked layers refuse stacks with ``kernels="vmap"`` when
+    :func:`~bnlab.train.stacked.vmap_refusal` allows it. Other runs whose model cannot be
+    stacked (:class:`~bnlab.train.stacked.StackingError`) form groups of one, trained by the
+    same engine as a stack of one.
     """
 
     name = "stacked"
@@ -118,7 +130,7 @@ class StackedEngine:
             try:
                 self._signatures[key] = stack_signature(model)
             except StackingError as error:
-                self._signatures[key] = error
+                self._signatures[key] = _vmap_signature(request, model) or error
         return self._signatures[key]
 
     def plan(self, requests: Sequence) -> list[list]:
@@ -153,6 +165,8 @@ class StackedEngine:
             models = [request.build() for request in group]
             options = dict(group[0].fit_options)
             options["lr"] = [request.fit_options.get("lr") for request in group]
+            if self._signature(group[0])[0] == "vmap":
+                options["kernels"] = "vmap"
             hook = None
             if on_epoch_end is not None:
                 hook = lambda run, epoch, logs: on_epoch_end(group[run], epoch, logs)  # noqa: E731

@@ -5,8 +5,10 @@ they include a user model (:mod:`bnlab.models.user`); studies of presets go to
 :func:`bnlab.study.engines.get_engine` unchanged:
 
 * a torch factory or a translated Keras model trains with ``fit`` (``sequential``, and the
-  ``--jobs`` process pool); ``engine="stacked"`` is not available for user models yet and
-  falls back to ``sequential`` with a one-line note;
+  ``--jobs`` process pool); with ``engine="stacked"`` torch factory models stack with
+  ``kernels="vmap"`` (:func:`bnlab.train.stacked.vmap_refusal` says which cannot: an active
+  dropout, a torch BN with ``momentum=None``; those, and translated Keras models, fall back
+  to ``sequential`` with a one-line note);
 * before any training, each translated Keras variant is checked against Keras on the first
   training batch (both modes, 1e-5): a difference stops the study naming the layer;
 * a Keras model with a layer outside the translated set trains with Keras itself, with a
@@ -71,11 +73,32 @@ def choose_engine(name: str, requests: Sequence, device: str, datasets: dict | N
             "torch translation; use engine 'auto' or 'keras'"
         )
     if name == "stacked":
-        _note("engine 'stacked' does not stack user models yet; they train with 'sequential'")
+        refusal = _vmap_refusal(users, paths)
+        if refusal is None:  # the stacked engine stacks them with kernels="vmap"
+            return get_engine("stacked", requests, device)
+        _note(f"engine 'stacked' does not stack {refusal}; user models train with 'sequential'")
         return get_engine("sequential", requests, device)
     if name == "auto":
         return get_engine("sequential", requests, device)
     return get_engine(name, requests, device)
+
+
+def _vmap_refusal(users: Sequence, paths: dict[str, str]) -> str | None:
+    """Why the user models of ``users`` cannot stack with ``kernels="vmap"``, or ``None``."""
+    from bnlab.train.stacked import vmap_refusal
+
+    for request in users:
+        if paths[request.variant] != "torch":
+            return f"variant {request.variant!r}, a translated Keras model"
+    seen: set[str] = set()
+    for request in users:
+        if request.variant in seen:
+            continue
+        seen.add(request.variant)
+        reason = vmap_refusal(request.build())
+        if reason is not None:
+            return f"variant {request.variant!r}: {reason}"
+    return None
 
 
 def _check_first_batch(request, built, dataset) -> None:

@@ -105,7 +105,7 @@ from bnlab.train.stacked.model import StackedModel
 from bnlab.train.stacked.optimizer import StackedOptimizer
 from bnlab.train.stacked.signature import CHANNELWISE, StackingError, stack_signature
 from bnlab.train.stacked.stack import _Stack
-from bnlab.train.stacked.vmap import VmapModel, vmap_signature
+from bnlab.train.stacked.vmap import VmapModel, vmap_refusal, vmap_settings, vmap_signature
 
 __all__ = [
     "CHANNELWISE",
@@ -130,5 +130,7 @@ __all__ = [
     "iter_fit_stacked",
     "precise_stats_stacked",
     "stack_signature",
+    "vmap_refusal",
+    "vmap_settings",
     "vmap_signature",
 ]

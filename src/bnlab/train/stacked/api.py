@@ -58,8 +58,9 @@ def fit_stacked(
     on_epoch_end:
         ``f(run_index, epoch, logs)`` after each epoch of each run still training.
     precision:
-        ``"float32"`` (default), ``"tf32"`` (CUDA TF32 matmuls/convolutions) or ``"bf16"``
-        (autocast; BN statistics, parameters, optimizer and loss stay float32).
+        ``"float32"`` (default; TF32 switched off, cuDNN's default included), ``"tf32"``
+        (CUDA TF32 matmuls/convolutions) or ``"bf16"`` (autocast; BN statistics, parameters,
+        optimizer and loss stay float32). The backend flags are restored afterwards.
     channels_last:
         Channels-last activations and conv weights (default: on CUDA, and on CPU where
         ``fit`` uses them: convolutional models on 4-D inputs, :mod:`bnlab.train.layout`).

@@ -195,7 +195,8 @@ class StackedDropout(_StackedLayer):
     With ``generators`` (one per run) run ``k``'s mask is drawn exactly as ``torch``'s CPU
     dropout draws it for that run alone: ``bernoulli_(1 - p)`` on a ``(B, *shape)`` tensor
     from its generator, divided by ``1 - p``; a rate of 0 draws nothing. Without, one mask
-    for the stack is drawn from the default generator of the device.
+    for the stack is drawn from the default generator of the device, in float32 whatever
+    the input's dtype (then the product is cast back to it).
     """
 
     def __init__(self, drops: Sequence[nn.Dropout], in_shape, generators=None):
@@ -221,9 +222,12 @@ class StackedDropout(_StackedLayer):
                     draw = torch.empty(shape, dtype=x.dtype, device=x.device)
                     noise.append(draw.bernoulli_(1 - p, generator=g).div_(1 - p))
             return x * torch.cat(noise, dim=1)
-        keep = self.keep_prob.view(1, -1, *([1] * (x.dim() - 2))).to(x.dtype)
-        noise = torch.empty_like(x).bernoulli_(keep.expand_as(x))
-        return x * noise.div_(keep)
+        # The mask and its scale in float32: in bfloat16 a keep probability of 0.8 would
+        # round to 0.80078 (and the scale with it).
+        keep = self.keep_prob.view(1, -1, *([1] * (x.dim() - 2)))
+        noise = torch.empty_like(x, dtype=keep.dtype)
+        noise.bernoulli_(keep.expand_as(noise)).div_(keep)
+        return (x * noise).to(x.dtype)
 
 
 class StackedFlatten(_StackedLayer):

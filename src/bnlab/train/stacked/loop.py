@@ -17,17 +17,29 @@ from bnlab.train.stacked.stack import _Stack
 
 @contextlib.contextmanager
 def _precision(cfg: _Config) -> Iterator[None]:
-    """TF32 on for ``precision="tf32"`` (CUDA), restored afterwards."""
-    if cfg.precision != "tf32":
-        yield
-        return
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
+    """The CUDA backend flags a stack trains under, restored afterwards.
+
+    TF32 matmuls and convolutions on for ``precision="tf32"`` and off otherwise (cuDNN's
+    default is TF32 convolutions, which ``"float32"`` must not run); on CUDA,
+    ``cudnn.benchmark`` (every step has one of two fixed shapes, so autotuning pays).
+    """
+    # The matmul flag is a view of the float32 matmul precision: save the precision itself
+    # ("medium" would not survive a round trip through the flag).
+    saved = (
+        torch.get_float32_matmul_precision(),
+        torch.backends.cudnn.allow_tf32,
+        torch.backends.cudnn.benchmark,
+    )
+    tf32 = cfg.precision == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    if cfg.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+        matmul, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = saved
+        torch.set_float32_matmul_precision(matmul)
 
 
 def _train_stack(models, seeds, lrs, indices, cfg: _Config, data: _Data):

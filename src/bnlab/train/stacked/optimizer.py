@@ -67,6 +67,12 @@ class StackedOptimizer:
         self.lr = self.lr_runs[run_of.to(device)]
         self.neg_lr = -self.lr
         self.t = torch.zeros((), device=device, dtype=dtype)
+        # Device scalars made once: a torch.tensor(...) per step would be a blocking
+        # host-to-device copy on CUDA, and is illegal inside a CUDA-graph capture.
+        self.beta_1 = self.beta_2 = None
+        if name == "adam":
+            self.beta_1 = torch.tensor(self.options["beta_1"], dtype=dtype, device=device)
+            self.beta_2 = torch.tensor(self.options["beta_2"], dtype=dtype, device=device)
         self.state: dict[str, torch.Tensor] = {}
         zeros = lambda: torch.zeros_like(self.flat)  # noqa: E731
         o = self.options
@@ -94,8 +100,8 @@ class StackedOptimizer:
         o, s = self.options, self.state
         b1, b2, w = o["beta_1"], o["beta_2"], self.flat
         self.t.add_(1)
-        b1_pow = torch.pow(torch.tensor(b1, dtype=w.dtype, device=w.device), self.t)
-        b2_pow = torch.pow(torch.tensor(b2, dtype=w.dtype, device=w.device), self.t)
+        b1_pow = torch.pow(self.beta_1, self.t)
+        b2_pow = torch.pow(self.beta_2, self.t)
         alpha = self.lr * torch.sqrt(1 - b2_pow) / (1 - b1_pow)
         vhats = [s["v_hat"]] if o["amsgrad"] else None
         adam_update(

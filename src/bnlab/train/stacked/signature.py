@@ -83,6 +83,11 @@ def _leaf_signature(name: str, m: nn.Module) -> tuple:
                 f"engine: {where} uses renorm/virtual batches; the stacked engine stacks "
                 "plain batch normalization"
             )
+        if m.momentum is None:
+            raise StackingError(
+                f"engine: {where} has momentum=None (cumulative average); the stacked engine "
+                "stacks a Keras momentum in [0, 1] (use the sequential engine)"
+            )
         if m.gamma_constraint is not None or m.beta_constraint is not None:
             raise StackingError(f"engine: {where} has gamma/beta constraints")
         _regularizer_kind(m.gamma_regularizer, where)

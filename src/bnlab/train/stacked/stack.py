@@ -55,7 +55,11 @@ class _Stack:
     def autocast(self):
         if self.cfg.precision != "bf16":
             return contextlib.nullcontext()
-        return torch.autocast(self.cfg.device.type, dtype=torch.bfloat16)
+        # The autocast weight cache holds casts made inside a captured region, which a
+        # replayed graph must not reuse: off when the step may be captured.
+        return torch.autocast(
+            self.cfg.device.type, dtype=torch.bfloat16, cache_enabled=not self.cfg.cuda_graphs
+        )
 
     def step(self, idx: torch.Tensor) -> None:
         """One training step of every run; ``idx`` is ``(b, K)``: run k's samples in column k."""

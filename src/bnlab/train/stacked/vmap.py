@@ -49,6 +49,32 @@ def vmap_signature(model: nn.Module) -> tuple:
     return modules, tensors
 
 
+def vmap_settings(model: nn.Module) -> tuple:
+    """The Python-number settings of ``model``'s modules (BN momentum and epsilon, dropout
+    rates) that every run of a vmapped stack must share: ``(module, name, value)``."""
+    out = []
+    for name, m in model.named_modules():
+        for key in _SHARED_SETTINGS:
+            value = getattr(m, key, None)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                out.append((name, key, value))
+    return tuple(out)
+
+
+def vmap_refusal(model: nn.Module) -> str | None:
+    """Why ``kernels="vmap"`` would not train ``model`` as :func:`bnlab.train.fit` trains it
+    (``None`` when it would): an active dropout (vmap draws its masks from one stream, not
+    the run's own), or a ``torch.nn`` batch norm with ``momentum=None`` (its step count is
+    read with ``.item()``, which vmap cannot)."""
+    for name, m in model.named_modules():
+        where = f"layer {name!r} ({type(m).__name__})"
+        if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0:
+            return f"{where} has dropout {m.p}, whose masks vmap cannot draw as fit does"
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.momentum is None:
+            return f"{where} has momentum=None, which vmap cannot run"
+    return None
+
+
 def _check_stackable(models: Sequence[nn.Module]) -> None:
     first = vmap_signature(models[0])
     for i, m in enumerate(models[1:], start=1):
@@ -189,4 +215,4 @@ def _regularized(module: nn.Module) -> list[tuple[str, str]]:
     return []
 
 
-__all__ = ["VmapModel", "vmap_signature"]
+__all__ = ["VmapModel", "vmap_refusal", "vmap_settings", "vmap_signature"]
