@@ -241,3 +241,41 @@ class Watcher:
         source, _ = as_sources(data, self.chunk)
         with torch.no_grad():
             return recalibrate_in_place(self.adapter, source)
+
+
+class WatcherResults:
+    """What every monitor front end (Keras callback, PyTorch monitor, Lightning callback)
+    shows of its :class:`Watcher` (``self.watcher``), and its end-of-training recalibration."""
+
+    watcher: Watcher
+    recalibrate_at_end: bool
+
+    def _recalibrate_if_asked(self) -> None:
+        """With ``recalibrate_at_end``: write exact statistics into the model and say so."""
+        if not self.recalibrate_at_end:
+            return
+        used = self.watcher.recalibrate()
+        line = f"recalibrated the BN statistics on {used} training samples (exact statistics)"
+        self.watcher.lines.append(line)
+        if self.watcher.verbose:
+            self.watcher.warn(line)
+
+    @property
+    def history(self):
+        """One row per measurement (pandas): the logged keys, sample sizes, the findings' ids."""
+        return self.watcher.history
+
+    @property
+    def layers(self):
+        """One row per BN layer per measurement: momentum, steps, mⁿ, distances, changes."""
+        return self.watcher.layers
+
+    @property
+    def findings(self):
+        """``{id: Finding}``: each problem as it first appeared."""
+        return dict(self.watcher.first_seen)
+
+    @property
+    def lines(self) -> list[str]:
+        """The warning lines printed so far."""
+        return list(self.watcher.lines)

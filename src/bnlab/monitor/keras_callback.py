@@ -18,13 +18,13 @@ from __future__ import annotations
 
 from bnlab.doctor.keras_adapter import KerasAdapter, import_keras
 from bnlab.errors import ConfigError
-from bnlab.monitor.core import Watcher
+from bnlab.monitor.core import Watcher, WatcherResults
 from bnlab.monitor.sampling import first_input
 
 keras = import_keras()
 
 
-class BNMonitor(keras.callbacks.Callback):
+class BNMonitor(WatcherResults, keras.callbacks.Callback):
     """Watch BN during ``model.fit`` (see :class:`bnlab.torch.BNMonitor` for the parameters).
 
     ``validation_data`` is required: the monitor scores its own bounded sample of it in
@@ -102,30 +102,4 @@ class BNMonitor(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._unwrap()
-        if self.recalibrate_at_end:
-            used = self.watcher.recalibrate()
-            line = f"recalibrated the BN statistics on {used} training samples (exact statistics)"
-            self.watcher.lines.append(line)
-            if self.watcher.verbose:
-                self.watcher.warn(line)
-
-    # --------------------------------------------------------------- results
-    @property
-    def history(self):
-        """One row per epoch (pandas): the logged keys, sample sizes, the findings' ids."""
-        return self.watcher.history
-
-    @property
-    def layers(self):
-        """One row per BN layer per epoch: momentum, steps, mⁿ, distances, changes."""
-        return self.watcher.layers
-
-    @property
-    def findings(self):
-        """``{id: Finding}``: each problem as it first appeared."""
-        return dict(self.watcher.first_seen)
-
-    @property
-    def lines(self) -> list[str]:
-        """The warning lines printed so far."""
-        return list(self.watcher.lines)
+        self._recalibrate_if_asked()

@@ -18,7 +18,7 @@ import lightning.pytorch as pl
 
 from bnlab.doctor.torch_adapter import TorchAdapter
 from bnlab.errors import ConfigError
-from bnlab.monitor.core import Watcher
+from bnlab.monitor.core import Watcher, WatcherResults
 from bnlab.monitor.sampling import first_input
 from bnlab.monitor.torch_monitor import TorchHooks
 
@@ -33,7 +33,7 @@ def _first_loader(loaders):
     return loaders
 
 
-class BNMonitor(pl.Callback):
+class BNMonitor(WatcherResults, pl.Callback):
     """Watch BN during ``Trainer.fit``; parameters as :class:`bnlab.torch.BNMonitor`."""
 
     def __init__(
@@ -100,28 +100,4 @@ class BNMonitor(pl.Callback):
         if self.hooks is not None:
             self.hooks.paused = True
             self.hooks.remove()
-        if self.recalibrate_at_end:
-            used = self.watcher.recalibrate()
-            line = f"recalibrated the BN statistics on {used} training samples (exact statistics)"
-            self.watcher.lines.append(line)
-            if self.watcher.verbose:
-                self.watcher.warn(line)
-
-    @property
-    def history(self):
-        """One row per epoch (pandas): the logged keys, sample sizes, the findings' ids."""
-        return self.watcher.history
-
-    @property
-    def layers(self):
-        """One row per BN layer per epoch."""
-        return self.watcher.layers
-
-    @property
-    def findings(self):
-        """``{id: Finding}``: each problem as it first appeared."""
-        return dict(self.watcher.first_seen)
-
-    @property
-    def lines(self) -> list[str]:
-        return list(self.watcher.lines)
+        self._recalibrate_if_asked()

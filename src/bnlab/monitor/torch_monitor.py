@@ -25,7 +25,7 @@ from torch import nn
 from bnlab.doctor.torch_adapter import TorchAdapter
 from bnlab.doctor.torch_graph import is_bn
 from bnlab.errors import ConfigError
-from bnlab.monitor.core import Watcher
+from bnlab.monitor.core import Watcher, WatcherResults
 from bnlab.monitor.sampling import first_input
 
 
@@ -76,7 +76,7 @@ class TorchHooks:
         self._handles = []
 
 
-class BNMonitor:
+class BNMonitor(WatcherResults):
     """Watch the BN layers of ``model`` while a plain PyTorch loop trains it.
 
     Parameters
@@ -172,32 +172,6 @@ class BNMonitor:
         if self._closed:
             return
         self.hooks.paused = True
-        if self.recalibrate_at_end:
-            used = self.watcher.recalibrate()
-            line = f"recalibrated the BN statistics on {used} training samples (exact statistics)"
-            self.watcher.lines.append(line)
-            if self.watcher.verbose:
-                self.watcher.warn(line)
+        self._recalibrate_if_asked()
         self.hooks.remove()
         self._closed = True
-
-    # --------------------------------------------------------------- results
-    @property
-    def history(self):
-        """One row per measurement: the logged keys, sample sizes, the findings' ids."""
-        return self.watcher.history
-
-    @property
-    def layers(self):
-        """One row per BN layer per measurement: momentum, steps, mⁿ, distances, changes."""
-        return self.watcher.layers
-
-    @property
-    def findings(self):
-        """``{id: Finding}``: each problem as it first appeared."""
-        return dict(self.watcher.first_seen)
-
-    @property
-    def lines(self) -> list[str]:
-        """The warning lines printed so far."""
-        return list(self.watcher.lines)
