@@ -30,30 +30,44 @@ def _ci(mean: float, half: float, scale: float = 100.0, sign: bool = False) -> s
 
 
 def summary_table(data: StudyData, *, compact: bool = False) -> Table:
-    """One row per variant: runs, final accuracy, Δ and Holm p, gap, best, epochs-to-target.
+    """One row per variant: runs, final accuracy, with exact BN statistics (where the study
+    ran ``precise_eval``), Δ and Holm p, gap, best, epochs-to-target.
 
     Units sit in the headers (``%`` for accuracies, ``pts`` for differences);
-    ``compact`` leaves out the best-epoch column so the table fits 80 columns.
+    ``compact`` leaves out the best-epoch column and moves the exact-statistics numbers into
+    the caption, so the table fits 80 columns (and says so).
     """
     colors = variant_colors(data.variants, data.baseline)
+    variants = rows_from_summary(data.summary, data.runs)
+    exact = any(r.exact_n for r in variants)  # precise_eval ran: the moving averages' cost
+    caption = "gap = accuracy on the training set in train mode − in inference mode"
+    if compact:
+        caption += "; best-epoch accuracy: in the HTML report"
+        if exact:
+            caption += "\nfinal acc. with exact BN statistics:" + "".join(
+                f"\n  {r.variant}: {_ci(r.exact_mean, r.exact_half)} %" for r in variants if r.exact_n
+            )
     target = f"epochs to {data.target * 100:g}%" if data.target is not None else "epochs to target"
     table = Table(
         title=f"{data.name}: mean ± 95 % CI over seeds ({data.val_set} set, inference mode)",
         title_justify="left",
         header_style="bold",
-        caption="gap = accuracy on the training set in train mode − in inference mode",
+        caption=caption,
         caption_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )
-    heads = ["runs", "final acc. %", f"Δ pts vs {data.baseline}", "p Holm", "gap pts"]
+    wide_exact = exact and not compact
+    heads = ["runs", "final acc. %", *(["exact BN %"] if wide_exact else [])]
+    heads += [f"Δ pts vs {data.baseline}", "p Holm", "gap pts"]
     heads += [] if compact else ["best acc. %"]
     rows = []
-    for r in rows_from_summary(data.summary):
+    for r in variants:
         cells = [
             Text("■ ", style=colors[r.variant]) + Text(r.variant),
             Text(f"{r.n}" if r.n == r.n_total else f"{r.n}/{r.n_total}"),
             Text(_ci(r.mean, r.half)),
+            *([Text(_ci(r.exact_mean, r.exact_half))] if wide_exact else []),
             Text("baseline" if r.is_baseline else _ci(r.diff, r.diff_half, sign=True)),
             Text("" if r.is_baseline else pvalue(r.p_holm), style="bold" if r.significant else ""),
             Text(_ci(r.gap_mean, r.gap_half, sign=True)),
@@ -87,7 +101,9 @@ def render(data: StudyData, *, width: int = WIDE) -> Group:
     parts = []
     if data.question:
         parts.append(Text(data.question, style="italic"))
-    parts.append(summary_table(data, compact=width < WIDE))
+    # The exact-statistics column takes about 13 more columns.
+    exact = any(r.exact_n for r in rows_from_summary(data.summary, data.runs))
+    parts.append(summary_table(data, compact=width < WIDE + (13 if exact else 0)))
     parts.extend(verdict_lines(data))
     return Group(*parts)
 
