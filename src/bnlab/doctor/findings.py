@@ -47,6 +47,14 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def layer_summary(paths: list[str]) -> str:
+    """A finding's ``layer`` text for several layers: all of up to three, else the first three
+    and how many more."""
+    return (
+        ", ".join(paths) if len(paths) <= 3 else f"{', '.join(paths[:3])} (+{len(paths) - 3} more)"
+    )
+
+
 class Finding(BaseModel):
     """One BN problem: what, where, the numbers behind it and what to do."""
 

@@ -4,14 +4,8 @@
 from __future__ import annotations
 
 from bnlab.doctor.exam import Exam
-from bnlab.doctor.findings import Finding
+from bnlab.doctor.findings import Finding, layer_summary
 from bnlab.doctor.thresholds import DRIFT_STD, DRIFT_VAR_RATIO
-
-
-def _summary(paths: list[str]) -> str:
-    return (
-        ", ".join(paths) if len(paths) <= 3 else f"{', '.join(paths[:3])} (+{len(paths) - 3} more)"
-    )
 
 
 def check_frozen_bn_drift(exam: Exam) -> list[Finding]:
@@ -22,7 +16,7 @@ def check_frozen_bn_drift(exam: Exam) -> list[Finding]:
         Finding(
             id="frozen-bn-drift",
             severity="warning",
-            layer=_summary(list(exam.drift)),
+            layer=layer_summary(list(exam.drift)),
             message=(
                 f"{len(exam.drift)} BN layer(s) kept the reference's gamma/beta (frozen) but "
                 f"their moving statistics moved (mean by up to {worst:.2g} reference stds): "
@@ -47,7 +41,7 @@ def check_ema_stale_bn(exam: Exam) -> list[Finding]:
         Finding(
             id="ema-stale-bn",
             severity="error",
-            layer=_summary(list(exam.ema)),
+            layer=layer_summary(list(exam.ema)),
             message=(
                 f"The averaged (EMA/SWA) model's BN statistics do not fit its averaged weights in "
                 f"{len(exam.ema)} layer(s) (mean off by up to {worst:.2g} stds): they were copied "

@@ -3,14 +3,8 @@
 from __future__ import annotations
 
 from bnlab.doctor.exam import Exam
-from bnlab.doctor.findings import Finding
+from bnlab.doctor.findings import Finding, layer_summary
 from bnlab.doctor.thresholds import SMALL_BATCH, TORCH_MOMENTUM_LIMIT  # noqa: F401 - re-exported
-
-
-def _summary(paths: list[str]) -> str:
-    return (
-        ", ".join(paths) if len(paths) <= 3 else f"{', '.join(paths[:3])} (+{len(paths) - 3} more)"
-    )
 
 
 def check_torch_momentum_looks_like_keras(exam: Exam) -> list[Finding]:
@@ -28,7 +22,7 @@ def check_torch_momentum_looks_like_keras(exam: Exam) -> list[Finding]:
         Finding(
             id="torch-momentum-looks-like-keras",
             severity="warning",
-            layer=_summary(list(hits)),
+            layer=layer_summary(list(hits)),
             message=(
                 f"PyTorch BN momentum {m:g} is the weight of the *new* batch, so each step keeps "
                 f"only {1 - m:.0%} of the running statistics (Keras momentum {1 - m:.2g}); "
@@ -63,7 +57,7 @@ def check_small_batch(exam: Exam) -> list[Finding]:
         Finding(
             id="small-batch",
             severity="error" if one else "warning",
-            layer=_summary(list(per_layer)),
+            layer=layer_summary(list(per_layer)),
             message=(
                 "Training batches of 1 give BN a single sample per channel: the batch "
                 "statistics are that sample, the output is zero (dense layers) and the moving "
@@ -106,7 +100,7 @@ def check_frozen_bn_in_train_mode(exam: Exam) -> list[Finding]:
         Finding(
             id="frozen-bn-in-train-mode",
             severity="warning",
-            layer=_summary([layer.path for layer in hits]),
+            layer=layer_summary([layer.path for layer in hits]),
             message=(
                 f"{len(hits)} BN layer(s) look frozen ({where}), yet a training step still "
                 "normalises with batch statistics and overwrites the moving averages: the "

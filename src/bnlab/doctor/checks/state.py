@@ -17,15 +17,9 @@ from __future__ import annotations
 
 from bnlab.doctor import rules
 from bnlab.doctor.exam import Exam
-from bnlab.doctor.findings import Finding
+from bnlab.doctor.findings import Finding, layer_summary
 from bnlab.doctor.model_view import BNLayer
 from bnlab.doctor.thresholds import CHANCE_MARGIN
-
-
-def _summary(paths: list[str]) -> str:
-    return (
-        ", ".join(paths) if len(paths) <= 3 else f"{', '.join(paths[:3])} (+{len(paths) - 3} more)"
-    )
 
 
 def _updatable(exam: Exam) -> list[BNLayer]:
@@ -117,7 +111,7 @@ def check_stats_never_updated(exam: Exam) -> list[Finding]:
         Finding(
             id="stats-never-updated",
             severity="error",
-            layer=_summary([b.path for b in layers]),
+            layer=layer_summary([b.path for b in layers]),
             message=(
                 f"{len(layers)} BN layer(s) still hold their initial moving statistics "
                 f"(mean 0, variance 1) {why}: training never ran them in training mode, so "
@@ -151,7 +145,7 @@ def check_nan_running_stats(exam: Exam) -> list[Finding]:
         Finding(
             id="nan-running-stats",
             severity="error",
-            layer=_summary(list(bad)),
+            layer=layer_summary(list(bad)),
             message=(
                 f"{len(bad)} BN layer(s) hold NaN/Inf moving statistics or a negative moving "
                 "variance: every inference-mode output through them is garbage (a diverged "

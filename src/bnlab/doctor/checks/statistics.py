@@ -13,7 +13,7 @@ import numpy as np
 from bnlab.doctor import rules
 from bnlab.doctor.checks.state import at_initial_values
 from bnlab.doctor.exam import Exam
-from bnlab.doctor.findings import Finding
+from bnlab.doctor.findings import Finding, layer_summary
 from bnlab.doctor.thresholds import (  # noqa: F401 - re-exported
     DEAD_FRACTION,
     DEGENERATE_FRACTION,
@@ -25,12 +25,6 @@ from bnlab.doctor.thresholds import (  # noqa: F401 - re-exported
     TINY_GAMMA,
     VAR_RATIO,
 )
-
-
-def _summary(paths: list[str]) -> str:
-    return (
-        ", ".join(paths) if len(paths) <= 3 else f"{', '.join(paths[:3])} (+{len(paths) - 3} more)"
-    )
 
 
 def running_vs_population(exam: Exam, path: str, epsilon: float) -> dict | None:
@@ -86,7 +80,7 @@ def check_momentum_too_high_for_steps(exam: Exam) -> list[Finding]:
         Finding(
             id="momentum-too-high-for-steps",
             severity="warning",
-            layer=_summary(list(layers)),
+            layer=layer_summary(list(layers)),
             message=(
                 f"With momentum {first['momentum']:g} the initial moving values still weigh "
                 f"{first['initial_weight']:.2f} {how}, so the moving averages of "
